@@ -1,0 +1,25 @@
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from wtforms import EmailField
+from wtforms import StringField
+from wtforms import TextAreaField
+from wtforms.validators import DataRequired
+from wtforms.validators import Email
+from wtforms.validators import Length
+from wtforms.validators import Optional
+
+
+class RegistrationForm(FlaskForm):
+    name = StringField("Your name", validators=[DataRequired(), Length(max=200)])
+    email = EmailField(
+        "Email (optional)",
+        validators=[Optional(), Email(check_deliverability=False), Length(max=320)],
+    )
+    key_text = TextAreaField("Your public key (armored)", validators=[Optional()])
+    key_file = FileField("…or upload your public key file", validators=[Optional()])
+
+    def key_data(self) -> bytes:
+        upload = self.key_file.data
+        if upload and getattr(upload, "filename", ""):
+            return upload.read()
+        return (self.key_text.data or "").encode("utf-8")

@@ -1,0 +1,252 @@
+"""The `keyparty` command line. Each host command does what its button does."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask import render_template
+from flask.cli import FlaskGroup
+from flask.cli import with_appcontext
+
+from keyparty import events
+from keyparty import registration
+from keyparty.badges import badges_for
+from keyparty.config import DEFAULT_PORT
+from keyparty.network import lan_addresses
+from keyparty.network import public_base_url
+from keyparty.partylist import group_digest
+from keyparty.rules import STEPS
+
+
+def _event(event_id: str):
+    try:
+        return events.get_event(event_id)
+    except events.EventNotFound as missing:
+        raise click.ClickException(str(missing)) from None
+
+
+def _base_url() -> str:
+    return public_base_url(None, DEFAULT_PORT)
+
+
+def _print_digests(event) -> None:
+    for algorithm, value in (("SHA256", event.partylist_sha256), ("SHA512", event.partylist_sha512)):
+        click.echo(f"{algorithm}: {value}")
+    click.echo("Read aloud: SHA256 " + " ".join(group_digest(event.partylist_sha256)))
+
+
+@click.group("event", help="Create and list events.")
+def event_group() -> None:
+    pass
+
+
+@event_group.command("create")
+@click.argument("name")
+@click.option("--date", "event_date", type=click.DateTime(["%Y-%m-%d"]), help="YYYY-MM-DD")
+@click.option("--draft", is_flag=True, help="Keep registration closed until `keyparty step EVENT open`.")
+@with_appcontext
+def event_create(name: str, event_date, draft: bool) -> None:
+    """Create an event; the last line printed is its id (EVENT in other commands)."""
+    try:
+        event = events.create_event(name, event_date.date() if event_date else None, draft)
+    except ValueError as problem:
+        raise click.ClickException(str(problem)) from None
+    click.echo(f"Created {event.name!r} ({event.state}).")
+    click.echo(f"Registration page: {_base_url()}/e/{event.id}/register")
+    click.echo(event.id)
+
+
+@event_group.command("list")
+@with_appcontext
+def event_list() -> None:
+    """List the events on this instance."""
+    from keyparty.extensions import db
+    from keyparty.models import Event
+
+    for event in db.session.scalars(db.select(Event).order_by(Event.created_at)):
+        click.echo(f"{event.id}\t{event.state}\t{event.date or '-'}\t{event.name}")
+
+
+@click.command("import")
+@click.argument("event_id", metavar="EVENT")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@with_appcontext
+def import_command(event_id: str, files: tuple[str, ...]) -> None:
+    """Register keys from keyring files (armored or binary) and CSV sign-up sheets.
+
+    A CSV (columns name, email, fingerprint) names the attendee of each key
+    given in the other files.
+    """
+    event = _event(event_id)
+    signups: dict[str, registration.Signup] = {}
+    inputs = []
+    for name in files:
+        path = Path(name)
+        if path.suffix.lower() == ".csv":
+            try:
+                signups |= registration.read_signups(path.read_text(encoding="utf-8-sig"))
+            except (ValueError, UnicodeDecodeError) as problem:
+                raise click.ClickException(f"{name}: {problem}") from None
+        else:
+            inputs.append((path.name, path.read_bytes()))
+    result = registration.register_keys(
+        event, inputs, events.event_home(event), signups=signups
+    )
+    base = _base_url()
+    for accepted in result.accepted:
+        key = accepted.key
+        if accepted.updated:
+            click.echo(f"updated  {key.fingerprint}  {key.attendee.name}")
+        else:
+            click.echo(f"accepted {key.fingerprint}  {key.attendee.name}")
+            click.echo(f"         join link (give it to this attendee only): {base}/join/{accepted.join_token}")
+    for rejected in result.rejected:
+        click.echo(f"refused  {rejected.source}: {rejected.message}", err=True)
+    registered = {a.key.fingerprint for a in result.accepted}
+    for fingerprint, signup in signups.items():
+        if fingerprint not in registered:
+            click.echo(
+                f"missing  {signup.name} ({fingerprint}): no key with this fingerprint was "
+                "given; add the key file to the command.",
+                err=True,
+            )
+    click.echo(f"{len(result.accepted)} accepted, {len(result.rejected)} refused")
+    if result.rejected:
+        sys.exit(1)
+
+
+@click.command("step")
+@click.argument("event_id", metavar="EVENT")
+@click.argument("step", type=click.Choice(list(STEPS)))
+@with_appcontext
+def step_command(event_id: str, step: str) -> None:
+    """Move EVENT one step along: open, freeze, start-verifying, cool-off, start-signing, close."""
+    event = _event(event_id)
+    refusal = events.take_step(event, step)
+    if refusal:
+        raise click.ClickException(refusal.message)
+    click.echo(f"{event.id} is now {event.state}.")
+    if step == "freeze":
+        click.echo(f"Party list: {events.event_files(event) / 'partylist.txt'}")
+        _print_digests(event)
+
+
+@click.command("freeze")
+@click.argument("event_id", metavar="EVENT")
+@with_appcontext
+def freeze_command(event_id: str) -> None:
+    """Freeze the party list and print its SHA256 and SHA512 digests."""
+    step_command.callback(event_id, "freeze")
+
+
+@click.command("partylist")
+@click.argument("event_id", metavar="EVENT")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+@with_appcontext
+def partylist_command(event_id: str, output: str) -> None:
+    """Write the frozen party list; `sha256sum FILE` prints the published digest."""
+    event = _event(event_id)
+    try:
+        events.write_party_list(event, Path(output))
+    except ValueError as problem:
+        raise click.ClickException(str(problem)) from None
+    click.echo(f"Wrote {output}")
+    _print_digests(event)
+
+
+@click.command("badges")
+@click.argument("event_id", metavar="EVENT")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+@with_appcontext
+def badges_command(event_id: str, output: str) -> None:
+    """Write the printable badge sheet (HTML, A4) with both QR codes per key."""
+    event = _event(event_id)
+    page = render_template("badges.html", event=event, badges=badges_for(event, _base_url()))
+    Path(output).write_text(page, encoding="utf-8")
+    click.echo(f"Wrote {output}: {len(event.keys)} badges. Open it in a browser and print.")
+
+
+@click.command("status")
+@click.argument("event_id", metavar="EVENT")
+@with_appcontext
+def status_command(event_id: str) -> None:
+    """Show an event's state, totals and digests."""
+    event = _event(event_id)
+    click.echo(f"{event.name} ({event.id})")
+    click.echo(f"state: {event.state}")
+    click.echo(f"date: {event.date or 'not set'}")
+    for name, value in events.counts(event).items():
+        click.echo(f"{name}: {value}")
+    if event.partylist_sha256:
+        _print_digests(event)
+
+
+@click.command("rebuild-home")
+@click.argument("event_id", metavar="EVENT")
+@with_appcontext
+def rebuild_home_command(event_id: str) -> None:
+    """Rebuild the event's GnuPG home from the database (the record)."""
+    count = events.rebuild_home(_event(event_id))
+    click.echo(f"Rebuilt the GnuPG home of {event_id} with {count} keys.")
+
+
+@click.command("init")
+@with_appcontext
+def init_command() -> None:
+    """Create the instance folder (database, secret key) if needed."""
+    click.echo(f"Instance folder: {current_app.instance_path}")
+
+
+@click.command("serve")
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option("--threads", default=32, show_default=True, type=int)
+@with_appcontext
+def serve_command(host: str, port: int, threads: int) -> None:
+    """Serve keyparty with waitress, sized for a room of phones."""
+    import waitress
+
+    click.echo(f"Host pages (on this laptop only): http://localhost:{port}/host/")
+    for address in lan_addresses() if host in ("0.0.0.0", "::") else [host]:
+        click.echo(f"Phones on the local network:      http://{address}:{port}/")
+    waitress.serve(
+        current_app._get_current_object(),
+        host=host,
+        port=port,
+        threads=threads,
+        # A few hundred phones keep connections open between taps.
+        connection_limit=1000,
+        channel_timeout=60,
+        ident="keyparty",
+    )
+
+
+commands = [
+    event_group,
+    import_command,
+    step_command,
+    freeze_command,
+    partylist_command,
+    badges_command,
+    status_command,
+    rebuild_home_command,
+    init_command,
+    serve_command,
+]
+
+
+def main() -> None:
+    from keyparty import create_app
+
+    cli = FlaskGroup(
+        create_app=lambda: create_app(),
+        add_default_commands=False,
+        add_version_option=False,
+        load_dotenv=False,
+        help="keyparty: run a PGP key-signing party.",
+    )
+    cli.main(prog_name="keyparty")

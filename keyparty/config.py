@@ -1,0 +1,45 @@
+"""Configuration: sensible defaults, overridden by KEYPARTY_* environment variables.
+
+The instance folder holds everything an event needs (database, secret key,
+GnuPG homes, generated files) and can be copied to another machine: nothing
+inside it stores an absolute path.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+DEFAULT_PORT = 8000
+
+
+def instance_path_from_env(default: str) -> str:
+    return os.path.abspath(os.environ.get("KEYPARTY_INSTANCE") or default)
+
+
+def load_secret_key(instance: Path) -> str:
+    """Read the instance's session key, creating it on first start."""
+    path = instance / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def settings_from_env(instance: Path) -> dict:
+    env = os.environ
+    database_url = env.get("KEYPARTY_DATABASE_URL") or f"sqlite:///{instance / 'keyparty.sqlite3'}"
+    return {
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SECRET_KEY": env.get("KEYPARTY_SECRET_KEY") or load_secret_key(instance),
+        # Host pages answer only loopback requests unless this is set.
+        "HOST_PASSWORD": env.get("KEYPARTY_HOST_PASSWORD") or None,
+        # Base URL printed into badge QR codes; the LAN address when unset.
+        "PUBLIC_URL": env.get("KEYPARTY_PUBLIC_URL") or None,
+        "GPG_BINARY": env.get("KEYPARTY_GPG") or "gpg",
+        "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "WTF_CSRF_TIME_LIMIT": None,
+    }

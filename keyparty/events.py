@@ -1,0 +1,160 @@
+"""Events: create them, move them through their lifecycle, freeze the list.
+
+The web pages and the command line call these same functions, so a button
+on the host page and its command always do the same thing.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import date
+from datetime import datetime
+from datetime import timezone
+from pathlib import Path
+
+from flask import current_app
+from sqlalchemy import func
+from sqlalchemy import select
+
+from keyparty import openpgp
+from keyparty.extensions import db
+from keyparty.gpg import GnuPGHome
+from keyparty.models import Attendee
+from keyparty.models import Event
+from keyparty.models import Key
+from keyparty.partylist import ListEntry
+from keyparty.partylist import digests
+from keyparty.partylist import render_party_list
+from keyparty.rules import STEPS
+from keyparty.rules import Refusal
+from keyparty.rules import check_freeze
+from keyparty.rules import check_step
+
+
+class EventNotFound(LookupError):
+    def __init__(self, event_id: str) -> None:
+        super().__init__(
+            f"No event {event_id!r}. `keyparty event list` shows the events on this instance."
+        )
+
+
+def slugify(name: str) -> str:
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:40]
+
+
+def create_event(name: str, event_date: date | None = None, draft: bool = False) -> Event:
+    """A new event, open for registration unless `draft`. Its id is a slug of its name."""
+    name = name.strip()
+    if not name:
+        raise ValueError("An event needs a name, for example `keyparty event create 'FOSDEM 2027'`.")
+    base = slugify(name) or "event"
+    taken = set(db.session.scalars(select(Event.id).where(Event.id.like(f"{base}%"))))
+    event_id = base
+    n = 2
+    while event_id in taken:
+        event_id = f"{base}-{n}"
+        n += 1
+    event = Event(
+        id=event_id, name=name, date=event_date, state="draft" if draft else "registration"
+    )
+    db.session.add(event)
+    db.session.commit()
+    event_home(event)
+    return event
+
+
+def get_event(event_id: str) -> Event:
+    event = db.session.get(Event, event_id)
+    if event is None:
+        raise EventNotFound(event_id)
+    return event
+
+
+def event_home(event: Event) -> GnuPGHome:
+    """The event's GnuPG home: a working copy of the keys stored in the database."""
+    path = Path(current_app.instance_path) / "gnupg" / event.id
+    return GnuPGHome(path, binary=current_app.config["GPG_BINARY"])
+
+
+def event_files(event: Event) -> Path:
+    """Where generated files (the party list) are written."""
+    path = Path(current_app.instance_path) / "events" / event.id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def take_step(event: Event, step: str, now: datetime | None = None) -> Refusal | None:
+    """Move the event one step along its lifecycle, or say why not."""
+    refusal = check_step(event.state, step)
+    if refusal is None and step == "freeze":
+        refusal = check_freeze(len(event.keys))
+    if refusal:
+        return refusal
+    if step == "freeze":
+        freeze(event, now or datetime.now(timezone.utc))
+    event.state = STEPS[step][1]
+    db.session.commit()
+    return None
+
+
+def freeze(event: Event, now: datetime) -> None:
+    """Fix the party list: numbers, the exact text, its two digests, the file."""
+    for number, key in enumerate(event.keys, 1):
+        key.list_number = number
+    text = render_party_list(
+        event.name, event.id, event.date, now.replace(tzinfo=None), party_list_entries(event)
+    )
+    sums = digests(text)
+    event.frozen_at = now.replace(tzinfo=None)
+    event.partylist = text
+    event.partylist_sha256 = sums["SHA256"]
+    event.partylist_sha512 = sums["SHA512"]
+    write_party_list(event, event_files(event) / "partylist.txt")
+
+
+def party_list_entries(event: Event) -> list[ListEntry]:
+    return [
+        ListEntry(
+            number=key.list_number,
+            fingerprint=key.fingerprint,
+            algorithm=key.algorithm,
+            created=key.created.date(),
+            expires=key.expires.date() if key.expires else None,
+            user_ids=tuple(uid.text for uid in key.user_ids),
+        )
+        for key in event.keys
+    ]
+
+
+def write_party_list(event: Event, path: Path) -> Path:
+    """Write exactly the frozen bytes: `sha256sum` of the file is the published digest."""
+    if event.partylist is None:
+        raise ValueError(f"The party list of {event.id} is not frozen yet: `keyparty freeze`.")
+    path.write_bytes(event.partylist.encode("utf-8"))
+    return path
+
+
+def counts(event: Event) -> dict[str, int]:
+    """Event-wide totals only (P5: nothing per attendee)."""
+    return {
+        "attendees": db.session.scalar(
+            select(func.count()).select_from(Attendee).where(Attendee.event_id == event.id)
+        ),
+        "keys": db.session.scalar(
+            select(func.count()).select_from(Key).where(Key.event_id == event.id)
+        ),
+    }
+
+
+def rebuild_home(event: Event) -> int:
+    """Make the event's GnuPG home again from the database; returns the key count."""
+    home = event_home(event)
+    with home.staged() as stage:
+        for name in ("pubring.kbx", "trustdb.gpg"):
+            (stage.path / name).unlink(missing_ok=True)
+        data = b"".join(openpgp.dearmor(key.armored.encode()) for key in event.keys)
+        if data:
+            stage.import_keys(data, clean=False)
+    return len(event.keys)

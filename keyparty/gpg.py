@@ -1,0 +1,367 @@
+"""The GnuPG adapter: the only code in keyparty that runs gpg.
+
+It drives gpg through python-gnupg, always with an explicit home, parses
+colon output into typed records, and serialises all work on a home with a
+file lock (parallel writers on one home silently lose writes; DESIGN.md).
+Callers speak in domain words: import keys, list keys, export keys.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import resource
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import datetime
+from datetime import timezone
+from email.utils import parseaddr
+from pathlib import Path
+
+import gnupg
+
+# Every call: no trust computation (keyparty computes no validity, and the
+# pgp model is 10x slower), UTF-8 user IDs, never the user's ~/.gnupg.
+BASE_OPTIONS = [
+    "--no-options",
+    "--trust-model",
+    "always",
+    "--no-auto-check-trustdb",
+    "--utf8-strings",
+    "--display-charset",
+    "utf-8",
+    "--no-greeting",
+    "--no-permission-warning",
+]
+# Import from strangers: only self-signatures survive, so a flood of
+# third-party signatures costs nothing and nothing rests on them (T2).
+CLEAN_IMPORT = ["--import-options", "self-sigs-only,import-clean"]
+KEYRING_FILES = ("pubring.kbx", "trustdb.gpg")
+
+ALGORITHM_NAMES = {1: "rsa", 2: "rsa", 3: "rsa", 16: "elg", 17: "dsa", 18: "ecdh", 19: "ecdsa"}
+ALGORITHM_NAMES |= {20: "elg-sign", 22: "eddsa"}
+
+
+class GnuPGError(RuntimeError):
+    """gpg failed in a way keyparty cannot turn into a refusal."""
+
+
+@dataclass(frozen=True)
+class UserIDRecord:
+    text: str
+    uid_hash: str
+    revoked: bool
+    expired: bool
+
+    @property
+    def email(self) -> str | None:
+        _, address = parseaddr(self.text)
+        return address if "@" in address else None
+
+
+@dataclass(frozen=True)
+class SubkeyRecord:
+    fingerprint: str
+    algorithm: int
+    bits: int
+    curve: str | None
+    capabilities: str
+    revoked: bool
+    expired: bool
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    fingerprint: str
+    algorithm: int
+    bits: int
+    curve: str | None
+    created: datetime
+    expires: datetime | None
+    revoked: bool
+    expired: bool
+    capabilities: str
+    user_ids: tuple[UserIDRecord, ...]
+    subkeys: tuple[SubkeyRecord, ...] = ()
+
+    @property
+    def algorithm_name(self) -> str:
+        """The short name people know: ed25519, rsa3072, nistp256, dsa2048."""
+        if self.curve:
+            return self.curve
+        return f"{ALGORITHM_NAMES.get(self.algorithm, f'algo{self.algorithm}')}{self.bits}"
+
+
+@dataclass
+class ImportOutcome:
+    """What gpg did with an import, judged by status lines, not the exit code."""
+
+    imported: list[str] = field(default_factory=list)
+    # fingerprint (or None when gpg could not tell) -> gpg's reason code
+    problems: dict[str | None, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Run:
+    """Collects one gpg process's output, in the shape python-gnupg fills in."""
+
+    status: list[tuple[str, str]] = field(default_factory=list)
+    data: bytes = b""
+    stderr: str = ""
+    returncode: int | None = None
+
+    def handle_status(self, keyword: str, value: str) -> None:
+        self.status.append((keyword, value))
+
+
+class _BoundedGPG(gnupg.GPG):
+    """python-gnupg with a memory bound on each gpg process."""
+
+    memory_limit = 1024 * 1024 * 1024
+
+    def _open_subprocess(self, args, passphrase=False):
+        process = super()._open_subprocess(args, passphrase)
+        # Set before any input is written: gpg reads untrusted data only
+        # after this (DESIGN.md: nested packets made gpg take 2.2 GB).
+        limit = (self.memory_limit, self.memory_limit)
+        try:
+            resource.prlimit(process.pid, resource.RLIMIT_AS, limit)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+        return process
+
+
+def _utc(epoch: str) -> datetime | None:
+    return datetime.fromtimestamp(int(epoch), timezone.utc) if epoch else None
+
+
+def _unescape(field_text: str) -> str:
+    """Colon output escapes ':' and control bytes as \\xNN in raw UTF-8."""
+    raw = bytearray()
+    data = field_text.encode("utf-8", "surrogateescape")
+    i = 0
+    while i < len(data):
+        if data[i : i + 2] == b"\\x" and i + 4 <= len(data):
+            try:
+                raw.append(int(data[i + 2 : i + 4], 16))
+                i += 4
+                continue
+            except ValueError:
+                pass
+        raw.append(data[i])
+        i += 1
+    return raw.decode("utf-8", "replace")
+
+
+def parse_key_listing(text: str) -> list[KeyRecord]:
+    """Parse `--with-colons --fixed-list-mode --list-keys` output."""
+    keys: list[KeyRecord] = []
+    current: dict | None = None
+    last: str | None = None
+
+    def finish() -> None:
+        if current is not None:
+            keys.append(
+                KeyRecord(
+                    **{k: v for k, v in current.items() if k not in ("uids", "subs")},
+                    user_ids=tuple(current["uids"]),
+                    subkeys=tuple(current["subs"]),
+                )
+            )
+
+    for line in text.splitlines():
+        f = line.split(":")
+        kind = f[0]
+        if kind == "pub":
+            finish()
+            current = {
+                "fingerprint": "",
+                "algorithm": int(f[3] or 0),
+                "bits": int(f[2] or 0),
+                "curve": f[16] if len(f) > 16 and f[16] else None,
+                "created": _utc(f[5]),
+                "expires": _utc(f[6]),
+                "revoked": f[1] == "r",
+                "expired": f[1] == "e",
+                "capabilities": f[11],
+                "uids": [],
+                "subs": [],
+            }
+            last = "pub"
+        elif current is None:
+            continue
+        elif kind == "fpr":
+            if last == "pub" and not current["fingerprint"]:
+                current["fingerprint"] = f[9]
+            elif last == "sub":
+                current["subs"][-1] = SubkeyRecord(**{**current["subs"][-1], "fingerprint": f[9]})
+        elif kind == "sub":
+            current["subs"].append(
+                {
+                    "fingerprint": "",
+                    "algorithm": int(f[3] or 0),
+                    "bits": int(f[2] or 0),
+                    "curve": f[16] if len(f) > 16 and f[16] else None,
+                    "capabilities": f[11],
+                    "revoked": f[1] == "r",
+                    "expired": f[1] == "e",
+                }
+            )
+            last = "sub"
+        elif kind == "uid":
+            current["uids"].append(
+                UserIDRecord(
+                    text=_unescape(f[9]),
+                    uid_hash=f[7],
+                    revoked=f[1] == "r",
+                    expired=f[1] == "e",
+                )
+            )
+            last = "uid"
+    finish()
+    return keys
+
+
+class GnuPGHome:
+    """One GnuPG home directory, holding public keys only."""
+
+    def __init__(self, path: str | os.PathLike, binary: str = "gpg", timeout: float = 120) -> None:
+        self.path = Path(path)
+        self.binary = binary
+        self.timeout = timeout
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._gpg: _BoundedGPG | None = None
+
+    @property
+    def gpg(self) -> _BoundedGPG:
+        if self._gpg is None:
+            self._gpg = _BoundedGPG(
+                gpgbinary=self.binary,
+                gnupghome=str(self.path),
+                options=BASE_OPTIONS,
+                encoding="utf-8",
+            )
+            self._gpg.buffer_size = 1 << 16
+        return self._gpg
+
+    # -- running ---------------------------------------------------------
+
+    def _run(self, args: list[str], data: bytes = b"") -> _Run:
+        result = _Run()
+        process = self.gpg._open_subprocess(args)
+        timer = threading.Timer(self.timeout, process.kill)
+        timer.daemon = True
+        timer.start()
+
+        def feed() -> None:
+            try:
+                process.stdin.write(data)
+            except (BrokenPipeError, ValueError):
+                pass  # gpg stopped reading; its status says why
+            finally:
+                try:
+                    process.stdin.close()
+                except OSError:
+                    pass
+
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+        try:
+            self.gpg._collect_output(process, result, writer)
+            writer.join()
+        finally:
+            timer.cancel()
+        if process.returncode == -9:
+            raise GnuPGError(f"gpg took longer than {self.timeout:.0f} s and was stopped")
+        return result
+
+    @contextmanager
+    def locked(self) -> Iterator[GnuPGHome]:
+        """Hold this home's lock: one writer at a time, across processes."""
+        with open(self.path / "keyparty.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield self
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # -- keys ------------------------------------------------------------
+
+    def import_keys(self, data: bytes, clean: bool = True) -> ImportOutcome:
+        """Import key data; judged by status lines (gpg exits 0 while skipping keys)."""
+        run = self._run(["--import", *(CLEAN_IMPORT if clean else [])], data)
+        outcome = ImportOutcome()
+        for keyword, value in run.status:
+            parts = value.split()
+            if keyword == "IMPORT_OK" and len(parts) > 1:
+                if parts[1] not in outcome.imported:
+                    outcome.imported.append(parts[1])
+            elif keyword == "IMPORT_PROBLEM":
+                outcome.problems[parts[1] if len(parts) > 1 else None] = parts[0]
+            elif keyword == "IMPORT_RES":
+                names = "count no_user_id imported imported_rsa unchanged n_uids n_subk n_sigs"
+                names += " n_revoc sec_read sec_imported sec_dups skipped_new not_imported"
+                outcome.counts = dict(zip(names.split(), map(int, parts), strict=False))
+        return outcome
+
+    def keys(self, fingerprints: Iterable[str] | None = None) -> list[KeyRecord]:
+        """Typed records of the keys in this home (all, or those named)."""
+        wanted = list(fingerprints) if fingerprints is not None else []
+        if fingerprints is not None and not wanted:
+            return []
+        run = self._run(["--list-keys", "--with-fingerprint", "--with-fingerprint", *wanted])
+        return parse_key_listing(run.data.decode("utf-8", "surrogateescape"))
+
+    def export(self, fingerprints: Iterable[str], armor: bool = False) -> bytes:
+        """Export keys with every signature they hold here (never export-minimal)."""
+        wanted = list(fingerprints)
+        if not wanted:
+            return b""
+        return self._run(["--export", *(["--armor"] if armor else []), *wanted]).data
+
+    def delete(self, fingerprints: Iterable[str]) -> None:
+        wanted = list(fingerprints)
+        if wanted:
+            self._run(["--yes", "--delete-keys", *wanted])
+
+    # -- staging ---------------------------------------------------------
+
+    @contextmanager
+    def staged(self) -> Iterator[StagedHome]:
+        """A scratch copy of this home; it replaces this home only if the block succeeds.
+
+        Nothing a stranger sent reaches the real home unless it was checked.
+        """
+        with self.locked():
+            stage_dir = Path(tempfile.mkdtemp(prefix=".stage-", dir=self.path.parent))
+            try:
+                stage = StagedHome(stage_dir, self)
+                stage.reset()
+                yield stage
+                for name in KEYRING_FILES:
+                    if (stage_dir / name).exists():
+                        os.replace(stage_dir / name, self.path / name)
+                    else:
+                        (self.path / name).unlink(missing_ok=True)
+            finally:
+                shutil.rmtree(stage_dir, ignore_errors=True)
+
+
+class StagedHome(GnuPGHome):
+    def __init__(self, path: Path, origin: GnuPGHome) -> None:
+        super().__init__(path, origin.binary, origin.timeout)
+        self.origin = origin
+
+    def reset(self) -> None:
+        """Start again from the origin's keyring."""
+        for name in KEYRING_FILES:
+            (self.path / name).unlink(missing_ok=True)
+            if (self.origin.path / name).exists():
+                shutil.copy2(self.origin.path / name, self.path / name)

@@ -1,0 +1,28 @@
+from flask_wtf import FlaskForm
+from flask_wtf.file import MultipleFileField
+from wtforms import DateField
+from wtforms import PasswordField
+from wtforms import StringField
+from wtforms.validators import DataRequired
+from wtforms.validators import Length
+from wtforms.validators import Optional
+
+
+class CreateEventForm(FlaskForm):
+    name = StringField("Event name", validators=[DataRequired(), Length(max=200)])
+    date = DateField("Date of the event", validators=[Optional()])
+
+
+class ImportForm(FlaskForm):
+    files = MultipleFileField(
+        "Keyring files (armored or binary) and CSV sign-up sheets",
+        validators=[DataRequired(message="Choose at least one file to import.")],
+    )
+
+
+class StepForm(FlaskForm):
+    """A lifecycle button: nothing to fill in, but CSRF-protected."""
+
+
+class LoginForm(FlaskForm):
+    password = PasswordField("Host password", validators=[DataRequired()])

@@ -1,0 +1,173 @@
+"""Host pages: run the event from the laptop.
+
+They answer only requests from the laptop itself, unless a host password is
+configured; then everyone, the laptop included, logs in (behind a reverse
+proxy every request looks local).
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint
+from flask import Response
+from flask import abort
+from flask import current_app
+from flask import flash
+from flask import redirect
+from flask import render_template
+from flask import request
+from flask import session
+from flask import url_for
+
+from keyparty import events
+from keyparty import registration
+from keyparty.badges import badges_for
+from keyparty.extensions import db
+from keyparty.host.forms import CreateEventForm
+from keyparty.host.forms import ImportForm
+from keyparty.host.forms import LoginForm
+from keyparty.host.forms import StepForm
+from keyparty.models import Event
+from keyparty.network import is_loopback
+from keyparty.network import public_base_url
+from keyparty.partylist import group_digest
+from keyparty.rules import STEPS
+from keyparty.rules import next_step
+
+blueprint = Blueprint("host", __name__, url_prefix="/host")
+
+
+@blueprint.before_request
+def only_the_host():
+    if request.endpoint == "host.login":
+        return None
+    if current_app.config.get("HOST_PASSWORD"):
+        if not session.get("host"):
+            return redirect(url_for("host.login", next=request.path))
+    elif not is_loopback(request.remote_addr):
+        return render_template("host/not_here.html"), 403
+    return None
+
+
+@blueprint.route("/login", methods=["GET", "POST"])
+def login():
+    password = current_app.config.get("HOST_PASSWORD")
+    if not password:
+        return redirect(url_for("host.index"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        if hmac.compare_digest(form.password.data.encode(), password.encode()):
+            session["host"] = True
+            target = request.args.get("next", "")
+            return redirect(target if target.startswith("/host") else url_for("host.index"))
+        flash("That is not the host password.", "error")
+    return render_template("host/login.html", form=form)
+
+
+def _event_or_404(event_id: str) -> Event:
+    event = db.session.get(Event, event_id)
+    if event is None:
+        abort(404)
+    return event
+
+
+@blueprint.route("/")
+def index():
+    all_events = db.session.scalars(db.select(Event).order_by(Event.created_at.desc())).all()
+    return render_template("host/index.html", events=all_events, form=CreateEventForm())
+
+
+@blueprint.route("/events", methods=["POST"])
+def create_event():
+    form = CreateEventForm()
+    if not form.validate_on_submit():
+        all_events = db.session.scalars(db.select(Event).order_by(Event.created_at.desc())).all()
+        return render_template("host/index.html", events=all_events, form=form), 400
+    event = events.create_event(form.name.data, form.date.data)
+    flash(f"Created {event.name}. Its id is {event.id}.", "ok")
+    return redirect(url_for("host.event", event_id=event.id))
+
+
+@blueprint.route("/e/<event_id>")
+def event(event_id: str):
+    event = _event_or_404(event_id)
+    step = next_step(event.state)
+    return render_template(
+        "host/event.html",
+        event=event,
+        counts=events.counts(event),
+        step=step,
+        step_label=STEPS[step][2] if step else None,
+        step_form=StepForm(),
+        import_form=ImportForm(),
+        sha256_groups=group_digest(event.partylist_sha256) if event.partylist_sha256 else [],
+        sha512_groups=group_digest(event.partylist_sha512) if event.partylist_sha512 else [],
+        registration_url=f"{public_base_url(request.host_url)}/e/{event.id}/register",
+    )
+
+
+@blueprint.route("/e/<event_id>/step/<step>", methods=["POST"])
+def take_step(event_id: str, step: str):
+    event = _event_or_404(event_id)
+    if not StepForm().validate_on_submit():
+        abort(400)
+    refusal = events.take_step(event, step)
+    if refusal:
+        flash(refusal.message, "error")
+    else:
+        flash(f"The event is now {event.state}.", "ok")
+    return redirect(url_for("host.event", event_id=event.id))
+
+
+@blueprint.route("/e/<event_id>/import", methods=["POST"])
+def import_keys(event_id: str):
+    event = _event_or_404(event_id)
+    form = ImportForm()
+    if not form.validate_on_submit():
+        flash("Choose at least one file to import.", "error")
+        return redirect(url_for("host.event", event_id=event.id))
+    signups: dict[str, registration.Signup] = {}
+    inputs = []
+    for upload in form.files.data:
+        data = upload.read()
+        if upload.filename.lower().endswith(".csv"):
+            try:
+                signups |= registration.read_signups(data.decode("utf-8-sig"))
+            except (ValueError, UnicodeDecodeError) as problem:
+                flash(f"{upload.filename}: {problem}", "error")
+                return redirect(url_for("host.event", event_id=event.id))
+        else:
+            inputs.append((upload.filename, data))
+    result = registration.register_keys(
+        event, inputs, events.event_home(event), signups=signups
+    )
+    return render_template(
+        "host/imported.html",
+        event=event,
+        result=result,
+        base_url=public_base_url(request.host_url),
+    )
+
+
+@blueprint.route("/e/<event_id>/partylist.txt")
+def partylist(event_id: str):
+    event = _event_or_404(event_id)
+    if event.partylist is None:
+        abort(404)
+    return Response(
+        event.partylist.encode("utf-8"),
+        mimetype="text/plain",
+        headers={
+            "Content-Disposition": f'attachment; filename="partylist-{event.id}.txt"',
+            "Content-Type": "text/plain; charset=utf-8",
+        },
+    )
+
+
+@blueprint.route("/e/<event_id>/badges")
+def badges(event_id: str):
+    event = _event_or_404(event_id)
+    return render_template(
+        "badges.html", event=event, badges=badges_for(event, public_base_url(request.host_url))
+    )

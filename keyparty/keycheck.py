@@ -1,0 +1,137 @@
+"""Which registered keys keyparty accepts: plain functions over plain data.
+
+Two passes, because some facts are known before gpg sees the bytes (packet
+versions, sizes, algorithms) and some only after gpg has checked the
+self-signatures (revocation, expiry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from datetime import datetime
+
+MAX_KEY_BYTES = 1024 * 1024
+MAX_USER_ID_BYTES = 1024
+MIN_RSA_DSA_BITS = 2048
+
+RSA = (1, 2, 3)
+ELGAMAL_ENCRYPT = 16
+DSA = 17
+ELGAMAL_SIGN = 20
+
+HOW_TO_MAKE_A_KEY = (
+    "Make a new key (for example `gpg --quick-gen-key 'Your Name <you@example.org>' ed25519`) "
+    "and register that one."
+)
+
+
+@dataclass(frozen=True)
+class KeyRefusal:
+    """A key that is not accepted, with a sentence for the person who sent it."""
+
+    problem: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Component:
+    algorithm: int
+    bits: int
+    is_primary: bool
+
+
+def check_key_block(
+    version: int,
+    size: int,
+    user_id_lengths: list[int],
+    components: list[Component],
+) -> KeyRefusal | None:
+    """What can be judged from the packets alone, before gpg runs."""
+    if version == 3:
+        return KeyRefusal(
+            "v3",
+            "This is a version 3 (PGP 2.x) key. Its fingerprints can be forged and GnuPG no "
+            f"longer uses such keys. {HOW_TO_MAKE_A_KEY}",
+        )
+    if version != 4:
+        return KeyRefusal(
+            "unsupported-version",
+            f"This is a version {version} key, which the GnuPG keyparty runs on cannot use yet. "
+            "Register a version 4 key (what `gpg --quick-gen-key` makes in GnuPG 2.2 and 2.4).",
+        )
+    if size > MAX_KEY_BYTES:
+        return KeyRefusal(
+            "too-large",
+            f"This key is {size // 1024} KiB; keyparty takes keys up to 1 MiB. Export it "
+            "without other people's signatures: "
+            "`gpg --armor --export-options export-minimal --export FINGERPRINT`.",
+        )
+    for length in user_id_lengths:
+        if length > MAX_USER_ID_BYTES:
+            return KeyRefusal(
+                "long-user-id",
+                f"One user ID on this key is {length} bytes long; keyparty takes user IDs up to "
+                f"{MAX_USER_ID_BYTES} bytes. Add a shorter user ID "
+                "(`gpg --quick-add-uid FINGERPRINT 'Name <email>'`), revoke the long one, "
+                "and register the key again.",
+            )
+    for component in components:
+        refusal = check_algorithm(component)
+        if refusal:
+            return refusal
+    return None
+
+
+def check_algorithm(component: Component) -> KeyRefusal | None:
+    which = "primary key" if component.is_primary else "a subkey"
+    if component.algorithm == ELGAMAL_SIGN:
+        return KeyRefusal(
+            "weak-algorithm",
+            f"The {which} of this key is an Elgamal signing key (algorithm 20), which is broken "
+            f"and no longer allowed in OpenPGP. {HOW_TO_MAKE_A_KEY}",
+        )
+    names = {**dict.fromkeys(RSA, "RSA"), DSA: "DSA", ELGAMAL_ENCRYPT: "Elgamal"}
+    if component.algorithm in names and component.bits < MIN_RSA_DSA_BITS:
+        name = names[component.algorithm]
+        return KeyRefusal(
+            "weak-algorithm",
+            f"The {which} of this key is {name} with {component.bits} bits; keyparty takes "
+            f"{name} keys of {MIN_RSA_DSA_BITS} bits or more. {HOW_TO_MAKE_A_KEY}",
+        )
+    return None
+
+
+def check_key_validity(
+    revoked: bool,
+    expires: datetime | None,
+    usable_user_ids: int,
+    event_date: date | None,
+    now: datetime,
+) -> KeyRefusal | None:
+    """What gpg told us after checking the self-signatures."""
+    if revoked:
+        return KeyRefusal(
+            "revoked",
+            "This key has been revoked by its owner, so nobody should certify it. Register "
+            "the key you use now.",
+        )
+    if expires is not None and expires <= now:
+        return KeyRefusal(
+            "expired",
+            f"This key expired on {expires:%Y-%m-%d}. Extend it "
+            "(`gpg --quick-set-expire FINGERPRINT 2y`) and register it again.",
+        )
+    if expires is not None and event_date is not None and expires.date() <= event_date:
+        return KeyRefusal(
+            "expires-before-event",
+            f"This key expires on {expires:%Y-%m-%d}, before the event on {event_date:%Y-%m-%d}. "
+            "Extend it (`gpg --quick-set-expire FINGERPRINT 2y`) and register it again.",
+        )
+    if usable_user_ids == 0:
+        return KeyRefusal(
+            "no-user-id",
+            "This key has no valid user ID (each needs a self-signature). Add one with "
+            "`gpg --quick-add-uid FINGERPRINT 'Name <email>'` and register it again.",
+        )
+    return None

@@ -1,0 +1,99 @@
+"""The record of an event: events, attendees, their keys and user IDs.
+
+The database is the record; an event's GnuPG home is a working copy rebuilt
+from the armored keys stored here.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from datetime import datetime
+from datetime import timezone
+
+from sqlalchemy import ForeignKey
+from sqlalchemy import String
+from sqlalchemy import Text
+from sqlalchemy import UniqueConstraint
+from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import mapped_column
+from sqlalchemy.orm import relationship
+
+from keyparty.extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Event(db.Model):
+    __tablename__ = "event"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    date: Mapped[date | None]
+    state: Mapped[str] = mapped_column(String(20), default="registration")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    frozen_at: Mapped[datetime | None]
+    # The exact party list file, as frozen; its digests are of these bytes.
+    partylist: Mapped[str | None] = mapped_column(Text)
+    partylist_sha256: Mapped[str | None] = mapped_column(String(64))
+    partylist_sha512: Mapped[str | None] = mapped_column(String(128))
+
+    attendees: Mapped[list[Attendee]] = relationship(
+        back_populates="event", cascade="all, delete-orphan", order_by="Attendee.id"
+    )
+    keys: Mapped[list[Key]] = relationship(
+        back_populates="event", cascade="all, delete-orphan", order_by="Key.id"
+    )
+
+
+class Attendee(db.Model):
+    __tablename__ = "attendee"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("event.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    # Only a hash of the join token is kept: a database leak joins nobody.
+    join_token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    event: Mapped[Event] = relationship(back_populates="attendees")
+    keys: Mapped[list[Key]] = relationship(back_populates="attendee", order_by="Key.id")
+
+
+class Key(db.Model):
+    __tablename__ = "key"
+    __table_args__ = (UniqueConstraint("event_id", "fingerprint"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("event.id", ondelete="CASCADE"), index=True)
+    attendee_id: Mapped[int] = mapped_column(ForeignKey("attendee.id", ondelete="CASCADE"))
+    fingerprint: Mapped[str] = mapped_column(String(40))
+    algorithm: Mapped[str] = mapped_column(String(40))
+    created: Mapped[datetime]
+    expires: Mapped[datetime | None]
+    armored: Mapped[str] = mapped_column(Text)
+    # Place on the frozen party list, 1-based; None until the freeze.
+    list_number: Mapped[int | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    event: Mapped[Event] = relationship(back_populates="keys")
+    attendee: Mapped[Attendee] = relationship(back_populates="keys")
+    user_ids: Mapped[list[UserID]] = relationship(
+        back_populates="key", cascade="all, delete-orphan", order_by="UserID.position"
+    )
+
+
+class UserID(db.Model):
+    __tablename__ = "user_id"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("key.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int]
+    text: Mapped[str] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(String(320))
+    # GnuPG's hash of the user ID packet: names it exactly, whatever it holds.
+    uid_hash: Mapped[str] = mapped_column(String(40))
+
+    key: Mapped[Key] = relationship(back_populates="user_ids")

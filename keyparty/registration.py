@@ -1,0 +1,289 @@
+"""Registration: turn key data from strangers into attendees on an event.
+
+Every input passes three gates before anything is stored: the packet reader
+(no secret keys, no compressed packets, sane sizes), gpg in a staged copy of
+the event's home (self-signatures only), and the key checks. Nothing of a
+refused input reaches the database or the event's GnuPG home.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import secrets
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import datetime
+from datetime import timezone
+from email.utils import parseaddr
+
+from keyparty import keycheck
+from keyparty import openpgp
+from keyparty.extensions import db
+from keyparty.gpg import GnuPGHome
+from keyparty.gpg import KeyRecord
+from keyparty.models import Attendee
+from keyparty.models import Event
+from keyparty.models import Key
+from keyparty.models import UserID
+from keyparty.rules import check_key_change
+
+
+@dataclass(frozen=True)
+class Signup:
+    """A row of the host's sign-up sheet: who said they would bring which key."""
+
+    name: str
+    email: str | None
+    fingerprint: str
+
+
+@dataclass
+class Accepted:
+    key: Key
+    # Shown once: only its hash is stored. None when an existing key was updated.
+    join_token: str | None
+    updated: bool
+
+
+@dataclass
+class Rejected:
+    source: str
+    fingerprint: str | None
+    problem: str
+    message: str
+
+
+@dataclass
+class RegistrationResult:
+    accepted: list[Accepted] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+@dataclass
+class _Candidate:
+    source: str
+    block: openpgp.KeyBlock
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def normalize_fingerprint(text: str) -> str:
+    return "".join(text.split()).upper().removeprefix("0X")
+
+
+def register_keys(
+    event: Event,
+    inputs: list[tuple[str, bytes]],
+    home: GnuPGHome,
+    *,
+    one_key: bool = False,
+    name: str | None = None,
+    email: str | None = None,
+    signups: dict[str, Signup] | None = None,
+    now: datetime | None = None,
+) -> RegistrationResult:
+    """Register the keys in `inputs` (label, bytes) on `event`.
+
+    `one_key` is the web form: exactly one key per registration, named by
+    the person (`name`, `email`). From the command line a keyring may hold
+    many keys; names come from `signups` or from each key's first user ID.
+    """
+    now = now or datetime.now(timezone.utc)
+    result = RegistrationResult()
+    candidates = _read_inputs(inputs, one_key, result)
+    existing = {key.fingerprint: key for key in event.keys}
+    candidates = _check_candidates(event, candidates, existing, result)
+    if not candidates:
+        return result
+
+    with home.staged() as stage:
+        records = _import_and_check(stage, candidates, event, now, result)
+        if not records:
+            return result
+        blocks = {b.fingerprint: b for b in openpgp.read_keys(stage.export(list(records)))}
+        for fingerprint, record in records.items():
+            armored = openpgp.armor(blocks[fingerprint].data)
+            if fingerprint in existing:
+                key = existing[fingerprint]
+                _update_key(key, record, armored)
+                result.accepted.append(Accepted(key, None, True))
+            else:
+                signup = (signups or {}).get(fingerprint)
+                person = _attendee_for(event, record, signup, name, email)
+                token = secrets.token_urlsafe(18)
+                person.join_token_sha256 = hash_token(token)
+                key = Key(event=event, attendee=person, fingerprint=fingerprint, armored=armored)
+                _update_key(key, record, armored)
+                db.session.add(key)
+                result.accepted.append(Accepted(key, token, False))
+        # The database is the record: commit it before the staged keyring
+        # replaces the event home (a failed commit leaves the home as it was).
+        db.session.commit()
+    return result
+
+
+def _read_inputs(
+    inputs: list[tuple[str, bytes]], one_key: bool, result: RegistrationResult
+) -> list[_Candidate]:
+    candidates: list[_Candidate] = []
+    for source, data in inputs:
+        try:
+            blocks = openpgp.read_keys(data)
+        except openpgp.KeyMaterialRefused as refused:
+            result.rejected.append(Rejected(source, None, refused.problem, str(refused)))
+            continue
+        if one_key and len(blocks) > 1:
+            fingerprints = ", ".join(b.fingerprint or "?" for b in blocks)
+            result.rejected.append(
+                Rejected(
+                    source,
+                    None,
+                    "several-keys",
+                    f"This holds {len(blocks)} keys ({fingerprints}); register one key at a "
+                    "time: `gpg --armor --export FINGERPRINT` exports just one.",
+                )
+            )
+            continue
+        many = len(blocks) > 1
+        for n, block in enumerate(blocks, 1):
+            label = f"{source} (key {n} of {len(blocks)})" if many else source
+            candidates.append(_Candidate(label, block))
+    return candidates
+
+
+def _check_candidates(
+    event: Event,
+    candidates: list[_Candidate],
+    existing: dict[str, Key],
+    result: RegistrationResult,
+) -> list[_Candidate]:
+    kept = []
+    for candidate in candidates:
+        block = candidate.block
+        refusal = keycheck.check_key_block(
+            block.version,
+            len(block.data),
+            [len(uid) for uid in block.user_ids],
+            [keycheck.Component(c.algorithm, c.bits, c.is_primary) for c in block.components],
+        )
+        if refusal is None:
+            change = check_key_change(event.state, block.fingerprint in existing)
+            refusal = change and keycheck.KeyRefusal(change.rule, change.message)
+        if refusal:
+            result.rejected.append(
+                Rejected(candidate.source, block.fingerprint, refusal.problem, refusal.message)
+            )
+        else:
+            kept.append(candidate)
+    return kept
+
+
+def _import_and_check(
+    stage: GnuPGHome,
+    candidates: list[_Candidate],
+    event: Event,
+    now: datetime,
+    result: RegistrationResult,
+) -> dict[str, KeyRecord]:
+    """Import into the stage; keep only keys gpg took and the checks accept."""
+    outcome = stage.import_keys(b"".join(c.block.data for c in candidates))
+    wanted = {c.block.fingerprint for c in candidates}
+    records = {r.fingerprint: r for r in stage.keys(wanted & set(outcome.imported))}
+    accepted: dict[str, KeyRecord] = {}
+    for candidate in candidates:
+        fingerprint = candidate.block.fingerprint
+        if fingerprint in accepted:
+            continue
+        record = records.get(fingerprint)
+        if record is None:
+            reason = outcome.problems.get(fingerprint) or outcome.problems.get(None)
+            result.rejected.append(_unusable(candidate, reason))
+            continue
+        usable = [u for u in record.user_ids if not (u.revoked or u.expired)]
+        refusal = keycheck.check_key_validity(
+            record.revoked,
+            record.expires,
+            len(usable),
+            event.date,
+            now,
+        )
+        if refusal:
+            result.rejected.append(
+                Rejected(candidate.source, fingerprint, refusal.problem, refusal.message)
+            )
+        else:
+            accepted[fingerprint] = record
+    if len(accepted) < len(records):
+        # Some refused key reached the stage: start again without it, so an
+        # update that was refused cannot leave its traces either.
+        stage.reset()
+        keep = [c.block.data for c in candidates if c.block.fingerprint in accepted]
+        stage.import_keys(b"".join(keep))
+    return accepted
+
+
+def _unusable(candidate: _Candidate, reason: str | None) -> Rejected:
+    detail = {
+        "1": "it uses an invalid or unknown critical feature",
+        "2": "its self-signatures are not valid",
+        "3": "its certificate is damaged",
+    }.get(reason or "", "its self-signatures are missing or invalid, or it was made in the future")
+    return Rejected(
+        candidate.source,
+        candidate.block.fingerprint,
+        "unusable",
+        f"GnuPG cannot use this key: {detail}. Check the key with `gpg --check-sigs FINGERPRINT`"
+        " (and your computer's clock), then export it again with `gpg --armor --export FINGERPRINT`.",
+    )
+
+
+def _attendee_for(
+    event: Event,
+    record: KeyRecord,
+    signup: Signup | None,
+    name: str | None,
+    email: str | None,
+) -> Attendee:
+    if signup:
+        name, email = signup.name, signup.email
+    if not name:
+        first = record.user_ids[0].text if record.user_ids else record.fingerprint
+        uid_name, uid_email = parseaddr(first)
+        name = uid_name or first
+        email = email or (uid_email if "@" in uid_email else None)
+    person = Attendee(event=event, name=name.strip(), email=(email or None))
+    db.session.add(person)
+    return person
+
+
+def _update_key(key: Key, record: KeyRecord, armored: str) -> None:
+    key.armored = armored
+    key.algorithm = record.algorithm_name
+    key.created = record.created.replace(tzinfo=None)
+    key.expires = record.expires.replace(tzinfo=None) if record.expires else None
+    key.user_ids = [
+        UserID(position=n, text=uid.text, email=uid.email, uid_hash=uid.uid_hash)
+        for n, uid in enumerate(u for u in record.user_ids if not (u.revoked or u.expired))
+    ]
+
+
+def read_signups(text: str) -> dict[str, Signup]:
+    """Parse a sign-up sheet: CSV with name, email, fingerprint columns."""
+    reader = csv.DictReader(io.StringIO(text))
+    columns = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+    missing = {"name", "fingerprint"} - set(columns)
+    if missing:
+        raise ValueError(
+            f"The sign-up sheet needs the columns name, email, fingerprint; "
+            f"missing: {', '.join(sorted(missing))}."
+        )
+    signups = {}
+    for row in reader:
+        fingerprint = normalize_fingerprint(row[columns["fingerprint"]] or "")
+        email = (row.get(columns.get("email", ""), "") or "").strip() or None
+        signups[fingerprint] = Signup(row[columns["name"]].strip(), email, fingerprint)
+    return signups

@@ -1,0 +1,45 @@
+"""Database set-up: tables, and SQLite tuned for a laptop serving a room.
+
+SQLite runs in WAL mode (readers never wait for the writer). A transaction
+that may write begins with BEGIN IMMEDIATE: it takes the write lock up front
+instead of upgrading a read lock later, which is where SQLite writers
+deadlock and fail with "database is locked". Reads (GET requests) use a
+plain BEGIN. PostgreSQL needs none of this.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask import has_request_context
+from flask import request
+from sqlalchemy import event
+
+from keyparty.extensions import db
+
+READ_ONLY_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def init_app(app: Flask) -> None:
+    with app.app_context():
+        engine = db.engine
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_connect)
+            event.listen(engine, "begin", _sqlite_begin)
+        db.create_all()
+
+
+def _sqlite_connect(dbapi_connection, _record) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own
+    # transaction handling would always use a deferred BEGIN).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.close()
+
+
+def _sqlite_begin(connection) -> None:
+    reading = has_request_context() and request.method in READ_ONLY_METHODS
+    connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")

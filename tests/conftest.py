@@ -1,0 +1,111 @@
+"""Fixtures: an app on a fresh instance, its client and CLI runner, and
+helpers for "a registered attendee" and "a frozen event".
+
+Every test runs with HOME pointed at an empty folder, so a gpg call that
+forgot its home would show up as a ~/.gnupg there (see test_no_user_gnupg).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from keyparty import create_app
+from keyparty import events
+from keyparty import registration
+from keyparty.extensions import db
+
+FIXTURES = Path(__file__).resolve().parent.parent / "gnupg-home-fixtures"
+MANIFEST = json.loads((FIXTURES / "fixtures.json").read_text(encoding="utf-8"))
+
+
+def short_tempdir(prefix: str = "kp") -> Path:
+    """GnuPG homes need short paths (the agent socket breaks past ~100 chars)."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+def fixture_bytes(relative: str) -> bytes:
+    return (FIXTURES / relative).read_bytes()
+
+
+def key_bytes(name: str) -> bytes:
+    """The public key of a fixture attendee, e.g. key_bytes("alice")."""
+    return fixture_bytes(f"attendees/{name}.asc")
+
+
+def fingerprint_of(name: str) -> str:
+    return MANIFEST["keys"][name]["fingerprint"]
+
+
+@pytest.fixture(autouse=True)
+def empty_home(monkeypatch, tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("GNUPGHOME", raising=False)
+    yield home
+    assert not (home / ".gnupg").exists(), "a gpg call ran without naming its home"
+
+
+@pytest.fixture
+def instance(monkeypatch):
+    path = short_tempdir()
+    monkeypatch.setenv("KEYPARTY_INSTANCE", str(path))
+    for name in ("KEYPARTY_DATABASE_URL", "KEYPARTY_HOST_PASSWORD", "KEYPARTY_PUBLIC_URL"):
+        monkeypatch.delenv(name, raising=False)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def app(instance):
+    app = create_app(
+        {
+            "TESTING": True,
+            "WTF_CSRF_ENABLED": False,
+            "PUBLIC_URL": "http://keyparty.test:8000",
+        }
+    )
+    with app.app_context():
+        yield app
+        db.session.remove()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def event(app):
+    """An event open for registration, dated a week after the fixtures' checks need."""
+    return events.create_event("Test Party", date(2026, 12, 5))
+
+
+def register(event, *names: str) -> registration.RegistrationResult:
+    """Register fixture attendees' keys as the host's import would."""
+    inputs = [(f"{name}.asc", key_bytes(name)) for name in names]
+    result = registration.register_keys(event, inputs, events.event_home(event))
+    assert not result.rejected, result.rejected
+    return result
+
+
+@pytest.fixture
+def registered_event(event):
+    register(event, "alice", "bob", "carol")
+    return event
+
+
+@pytest.fixture
+def frozen_event(registered_event):
+    assert events.take_step(registered_event, "freeze") is None
+    return registered_event
