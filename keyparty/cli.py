@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import date
 from pathlib import Path
 
 import click
@@ -34,7 +33,10 @@ def _base_url() -> str:
 
 
 def _print_digests(event) -> None:
-    for algorithm, value in (("SHA256", event.partylist_sha256), ("SHA512", event.partylist_sha512)):
+    for algorithm, value in (
+        ("SHA256", event.partylist_sha256),
+        ("SHA512", event.partylist_sha512),
+    ):
         click.echo(f"{algorithm}: {value}")
     click.echo("Read aloud: SHA256 " + " ".join(group_digest(event.partylist_sha256)))
 
@@ -47,7 +49,9 @@ def event_group() -> None:
 @event_group.command("create")
 @click.argument("name")
 @click.option("--date", "event_date", type=click.DateTime(["%Y-%m-%d"]), help="YYYY-MM-DD")
-@click.option("--draft", is_flag=True, help="Keep registration closed until `keyparty step EVENT open`.")
+@click.option(
+    "--draft", is_flag=True, help="Keep registration closed until `keyparty step EVENT open`."
+)
 @with_appcontext
 def event_create(name: str, event_date, draft: bool) -> None:
     """Create an event; the last line printed is its id (EVENT in other commands)."""
@@ -93,9 +97,7 @@ def import_command(event_id: str, files: tuple[str, ...]) -> None:
                 raise click.ClickException(f"{name}: {problem}") from None
         else:
             inputs.append((path.name, path.read_bytes()))
-    result = registration.register_keys(
-        event, inputs, events.event_home(event), signups=signups
-    )
+    result = registration.register_keys(event, inputs, events.event_home(event), signups=signups)
     base = _base_url()
     for accepted in result.accepted:
         key = accepted.key
@@ -103,7 +105,9 @@ def import_command(event_id: str, files: tuple[str, ...]) -> None:
             click.echo(f"updated  {key.fingerprint}  {key.attendee.name}")
         else:
             click.echo(f"accepted {key.fingerprint}  {key.attendee.name}")
-            click.echo(f"         join link (give it to this attendee only): {base}/join/{accepted.join_token}")
+            click.echo(
+                f"         join link (give it to this attendee only): {base}/join/{accepted.join_token}"
+            )
     for rejected in result.rejected:
         click.echo(f"refused  {rejected.source}: {rejected.message}", err=True)
     registered = {a.key.fingerprint for a in result.accepted}

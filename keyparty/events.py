@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import UTC
 from datetime import date
 from datetime import datetime
-from datetime import timezone
 from pathlib import Path
 
 from flask import current_app
@@ -48,7 +48,9 @@ def create_event(name: str, event_date: date | None = None, draft: bool = False)
     """A new event, open for registration unless `draft`. Its id is a slug of its name."""
     name = name.strip()
     if not name:
-        raise ValueError("An event needs a name, for example `keyparty event create 'FOSDEM 2027'`.")
+        raise ValueError(
+            "An event needs a name, for example `keyparty event create 'FOSDEM 2027'`."
+        )
     base = slugify(name) or "event"
     taken = set(db.session.scalars(select(Event.id).where(Event.id.like(f"{base}%"))))
     event_id = base
@@ -93,7 +95,7 @@ def take_step(event: Event, step: str, now: datetime | None = None) -> Refusal |
     if refusal:
         return refusal
     if step == "freeze":
-        freeze(event, now or datetime.now(timezone.utc))
+        freeze(event, now or datetime.now(UTC))
     event.state = STEPS[step][1]
     db.session.commit()
     return None

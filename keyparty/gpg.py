@@ -17,10 +17,11 @@ import threading
 from collections.abc import Iterable
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextlib import suppress
 from dataclasses import dataclass
 from dataclasses import field
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 from email.utils import parseaddr
 from pathlib import Path
 
@@ -43,6 +44,7 @@ BASE_OPTIONS = [
 # third-party signatures costs nothing and nothing rests on them (T2).
 CLEAN_IMPORT = ["--import-options", "self-sigs-only,import-clean"]
 KEYRING_FILES = ("pubring.kbx", "trustdb.gpg")
+MIN_VERSION = (2, 2, 36)
 
 ALGORITHM_NAMES = {1: "rsa", 2: "rsa", 3: "rsa", 16: "elg", 17: "dsa", 18: "ecdh", 19: "ecdsa"}
 ALGORITHM_NAMES |= {20: "elg-sign", 22: "eddsa"}
@@ -131,15 +133,13 @@ class _BoundedGPG(gnupg.GPG):
         # Set before any input is written: gpg reads untrusted data only
         # after this (DESIGN.md: nested packets made gpg take 2.2 GB).
         limit = (self.memory_limit, self.memory_limit)
-        try:
+        with suppress(ProcessLookupError, PermissionError, OSError):
             resource.prlimit(process.pid, resource.RLIMIT_AS, limit)
-        except (ProcessLookupError, PermissionError, OSError):
-            pass
         return process
 
 
 def _utc(epoch: str) -> datetime | None:
-    return datetime.fromtimestamp(int(epoch), timezone.utc) if epoch else None
+    return datetime.fromtimestamp(int(epoch), UTC) if epoch else None
 
 
 def _unescape(field_text: str) -> str:
@@ -229,6 +229,17 @@ def parse_key_listing(text: str) -> list[KeyRecord]:
     return keys
 
 
+def check_version(version: tuple[int, ...] | None) -> None:
+    """Refuse a gpg that user IDs from strangers could inject status lines into."""
+    if version is None or tuple(version) < MIN_VERSION:
+        found = ".".join(map(str, version)) if version else "an unknown version"
+        raise GnuPGError(
+            f"keyparty needs GnuPG {'.'.join(map(str, MIN_VERSION))} or newer "
+            f"(older ones are open to CVE-2022-34903); this is {found}. "
+            "Install a current gnupg package."
+        )
+
+
 class GnuPGHome:
     """One GnuPG home directory, holding public keys only."""
 
@@ -249,6 +260,7 @@ class GnuPGHome:
                 encoding="utf-8",
             )
             self._gpg.buffer_size = 1 << 16
+            check_version(self._gpg.version)
         return self._gpg
 
     # -- running ---------------------------------------------------------
@@ -266,10 +278,8 @@ class GnuPGHome:
             except (BrokenPipeError, ValueError):
                 pass  # gpg stopped reading; its status says why
             finally:
-                try:
+                with suppress(OSError):
                     process.stdin.close()
-                except OSError:
-                    pass
 
         writer = threading.Thread(target=feed, daemon=True)
         writer.start()
@@ -311,7 +321,7 @@ class GnuPGHome:
                 outcome.counts = dict(zip(names.split(), map(int, parts), strict=False))
         return outcome
 
-    def keys(self, fingerprints: Iterable[str] | None = None) -> list[KeyRecord]:
+    def list_keys(self, fingerprints: Iterable[str] | None = None) -> list[KeyRecord]:
         """Typed records of the keys in this home (all, or those named)."""
         wanted = list(fingerprints) if fingerprints is not None else []
         if fingerprints is not None and not wanted:

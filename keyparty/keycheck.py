@@ -84,11 +84,11 @@ def check_key_block(
 
 
 def check_algorithm(component: Component) -> KeyRefusal | None:
-    which = "primary key" if component.is_primary else "a subkey"
+    which = "The primary key" if component.is_primary else "A subkey"
     if component.algorithm == ELGAMAL_SIGN:
         return KeyRefusal(
             "weak-algorithm",
-            f"The {which} of this key is an Elgamal signing key (algorithm 20), which is broken "
+            f"{which} of this key is an Elgamal signing key (algorithm 20), which is broken "
             f"and no longer allowed in OpenPGP. {HOW_TO_MAKE_A_KEY}",
         )
     names = {**dict.fromkeys(RSA, "RSA"), DSA: "DSA", ELGAMAL_ENCRYPT: "Elgamal"}
@@ -96,7 +96,7 @@ def check_algorithm(component: Component) -> KeyRefusal | None:
         name = names[component.algorithm]
         return KeyRefusal(
             "weak-algorithm",
-            f"The {which} of this key is {name} with {component.bits} bits; keyparty takes "
+            f"{which} of this key is {name} with {component.bits} bits; keyparty takes "
             f"{name} keys of {MIN_RSA_DSA_BITS} bits or more. {HOW_TO_MAKE_A_KEY}",
         )
     return None

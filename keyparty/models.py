@@ -6,9 +6,9 @@ from the armored keys stored here.
 
 from __future__ import annotations
 
+from datetime import UTC
 from datetime import date
 from datetime import datetime
-from datetime import timezone
 
 from sqlalchemy import ForeignKey
 from sqlalchemy import String
@@ -22,7 +22,7 @@ from keyparty.extensions import db
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Event(db.Model):

@@ -14,8 +14,8 @@ import io
 import secrets
 from dataclasses import dataclass
 from dataclasses import field
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 from email.utils import parseaddr
 
 from keyparty import keycheck
@@ -92,7 +92,7 @@ def register_keys(
     the person (`name`, `email`). From the command line a keyring may hold
     many keys; names come from `signups` or from each key's first user ID.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     result = RegistrationResult()
     candidates = _read_inputs(inputs, one_key, result)
     existing = {key.fingerprint: key for key in event.keys}
@@ -192,7 +192,7 @@ def _import_and_check(
     """Import into the stage; keep only keys gpg took and the checks accept."""
     outcome = stage.import_keys(b"".join(c.block.data for c in candidates))
     wanted = {c.block.fingerprint for c in candidates}
-    records = {r.fingerprint: r for r in stage.keys(wanted & set(outcome.imported))}
+    records = {r.fingerprint: r for r in stage.list_keys(wanted & set(outcome.imported))}
     accepted: dict[str, KeyRecord] = {}
     for candidate in candidates:
         fingerprint = candidate.block.fingerprint

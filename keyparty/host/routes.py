@@ -139,9 +139,7 @@ def import_keys(event_id: str):
                 return redirect(url_for("host.event", event_id=event.id))
         else:
             inputs.append((upload.filename, data))
-    result = registration.register_keys(
-        event, inputs, events.event_home(event), signups=signups
-    )
+    result = registration.register_keys(event, inputs, events.event_home(event), signups=signups)
     return render_template(
         "host/imported.html",
         event=event,

@@ -1,0 +1,630 @@
+"""Read untrusted OpenPGP key material before GnuPG sees it.
+
+keyparty takes keys from strangers. GnuPG will happily unpack nested compressed
+packets into gigabytes, import secret keys, and import several keys from one paste
+(see DESIGN.md, "Untrusted keys"). So every input is first read here, in pure Python
+with nothing beyond the standard library: the armor is checked, the packet stream is
+walked, dangerous or wrong input is refused with a sentence the sender can act on, and
+a keyring is split into one block per key so each key is judged on its own.
+
+This module reports facts about each key (version, algorithms, sizes, user IDs); it
+does not judge them. Whether a v3 key or a 1024-bit RSA key is acceptable is decided
+by the caller (keyparty.keycheck).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+__all__ = [
+    "KeyBlock",
+    "KeyComponent",
+    "KeyMaterialRefused",
+    "armor",
+    "dearmor",
+    "is_armored",
+    "read_keys",
+]
+
+# --- Refusals -------------------------------------------------------------------------
+
+# Every refusal names the fix. FINGERPRINT is left as a placeholder: we do not know it.
+_EXPORT = "`gpg --armor --export FINGERPRINT`"
+
+_SECRET_KEY_MESSAGE = (
+    "You sent a SECRET key, not a public key. It was not stored or logged. Never send your "
+    f"secret key to anyone: export your public key with {_EXPORT} and send that instead. If "
+    "you sent this secret key over a network or through a service you do not trust, consider "
+    "the key compromised: revoke it and make a new one."
+)
+
+_COMPRESSED_MESSAGE = (
+    "This key data contains a compressed packet. A public key never needs compression, and "
+    "compressed data is refused before GnuPG unpacks it, because nested compression can make "
+    "GnuPG use gigabytes of memory. Export the key without compression: "
+    f"{_EXPORT} (add `--compress-algo none` if your setup compresses exports)."
+)
+
+
+class KeyMaterialRefused(ValueError):
+    """Whole input refused.
+
+    `.problem` is a short code: "empty", "not-openpgp", "corrupt-armor", "truncated",
+    "secret-key", "compressed" or "no-key". str(exc) is a plain sentence naming what is
+    wrong and what to do; it never quotes the input, so it is safe to show anywhere.
+    """
+
+    problem: str
+
+    def __init__(self, problem: str, message: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type[KeyMaterialRefused], tuple[str, str]]:
+        # The default would call cls(message) and fail: keep the exception picklable.
+        return (type(self), (self.problem, str(self)))
+
+
+def _refuse(problem: str, detail: str = "") -> KeyMaterialRefused:
+    """Build the refusal for `problem`; `detail` is a fixed phrase, never input text."""
+    why = f" ({detail})" if detail else ""
+    if problem == "empty":
+        message = f"Nothing was received: the input is empty. Export your public key with {_EXPORT}"
+        message += " and send the whole output."
+    elif problem == "not-openpgp":
+        message = (
+            f"This is not an OpenPGP key{why}. Export your public key with {_EXPORT} and send the "
+            "whole output, from -----BEGIN PGP PUBLIC KEY BLOCK----- to "
+            "-----END PGP PUBLIC KEY BLOCK-----."
+        )
+    elif problem == "corrupt-armor":
+        message = (
+            f"The armored key is damaged or cut off{why}. Copy the whole block again, including "
+            "the -----BEGIN PGP PUBLIC KEY BLOCK----- and -----END PGP PUBLIC KEY BLOCK----- "
+            f"lines, or export it again with {_EXPORT}."
+        )
+    elif problem == "truncated":
+        message = (
+            f"The key data is cut off{why}. Copy the whole key again, or export it again with "
+            f"{_EXPORT}."
+        )
+    elif problem == "secret-key":
+        message = _SECRET_KEY_MESSAGE
+    elif problem == "compressed":
+        message = _COMPRESSED_MESSAGE
+    elif problem == "no-key":
+        message = (
+            f"No public key found in this input{why}. Export your public key with {_EXPORT} "
+            "and send the whole output."
+        )
+    else:  # pragma: no cover - programming error, not input
+        raise AssertionError(problem)
+    return KeyMaterialRefused(problem, message)
+
+
+# --- Results --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyComponent:
+    """The primary key or one subkey.
+
+    `algorithm` is the OpenPGP public-key algorithm id (0 if the packet is too short or
+    of an unknown version to tell). `bits` is the bit length of the RSA modulus or the
+    DSA/Elgamal prime, or the curve size for ECC; 0 if unknown. `curve` is GnuPG's curve
+    name for ECC keys, None otherwise or for an unknown curve.
+    """
+
+    algorithm: int
+    bits: int
+    curve: str | None
+    is_primary: bool
+
+
+@dataclass(frozen=True)
+class KeyBlock:
+    """One key: its primary key packet and everything up to the next primary key.
+
+    `fingerprint` is the v4 fingerprint (40 uppercase hex digits), always set for
+    version 4 and None for other versions. `data` is exactly the bytes given, ready to
+    hand to GnuPG or to armor.
+    """
+
+    version: int
+    fingerprint: str | None
+    components: tuple[KeyComponent, ...]
+    user_ids: tuple[bytes, ...]
+    data: bytes
+
+
+# --- CRC-24 (RFC 4880 6.1) ------------------------------------------------------------
+
+_CRC24_INIT = 0xB704CE
+_CRC24_POLY = 0x1864CFB  # x^24 + ... + 1, degree 24
+
+
+def _clmul(big: int, small: int) -> int:
+    """Carry-less (GF(2)[x]) product; cost grows with the set bits of `small`."""
+    product = 0
+    while small:
+        lowest = small & -small
+        product ^= big << (lowest.bit_length() - 1)
+        small ^= lowest
+    return product
+
+
+def _mod_poly(value: int) -> int:
+    """`value` mod the CRC polynomial, bit by bit; only used on values of a few words."""
+    degree = _CRC24_POLY.bit_length() - 1
+    while value.bit_length() > degree:
+        value ^= _CRC24_POLY << (value.bit_length() - 1 - degree)
+    return value
+
+
+def _x_power_mod(exponent: int) -> int:
+    """x**exponent mod the CRC polynomial, by square and multiply."""
+    result, square = 1, 2
+    while exponent:
+        if exponent & 1:
+            result = _mod_poly(_clmul(result, square))
+        square = _mod_poly(_clmul(square, square))
+        exponent >>= 1
+    return result
+
+
+def _fold_point(half: int) -> tuple[int, int]:
+    """A split point k <= half, and x^k mod P, for which x^k mod P has few set bits.
+
+    A fold costs one shift and XOR of the high part per set bit of x^k mod P, about
+    twelve for a random k. On big inputs it pays to look a little below the midpoint
+    for a k with three or four; x^k mod P for consecutive k is one shift away.
+    """
+    window = min(half >> 10, 4096)
+    k = half - window
+    remainder = _x_power_mod(k)
+    best_k, best = k, remainder
+    for _ in range(window):
+        k += 1
+        remainder <<= 1
+        if remainder >> 24:
+            remainder ^= _CRC24_POLY
+        if remainder.bit_count() < best.bit_count():
+            best_k, best = k, remainder
+    return best_k, best
+
+
+def _crc24(data: bytes) -> int:
+    """The OpenPGP CRC-24 of `data`.
+
+    A byte-at-a-time table loop in Python takes seconds on a 28 MB keyring, so the CRC
+    is computed as what it is, a polynomial remainder: the register after the message
+    is INIT * x^(8n) + M(x) * x^24 mod P(x). The big number is folded in halves
+    (high * x^k + low == high * (x^k mod P) + low, mod P); each fold is a few shifts
+    and XORs of Python ints, which run in C, so the whole is linear in the input.
+    """
+    value = (_CRC24_INIT << (8 * len(data))) ^ (int.from_bytes(data, "big") << 24)
+    while value.bit_length() > 256:
+        k, remainder = _fold_point(value.bit_length() // 2)
+        value = _clmul(value >> k, remainder) ^ (value & ((1 << k) - 1))
+    return _mod_poly(value)
+
+
+# --- Armor ----------------------------------------------------------------------------
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+# BEGIN/END lines. Searched for without re.MULTILINE anchors (several times faster on a
+# big keyring) and then checked to stand alone on their line; see _marker_lines.
+_MARKER = re.compile(rb"-----(BEGIN|END) PGP ([A-Z0-9 ,/]+)-----")
+# Any secret key in a text paste, OpenPGP ("PRIVATE"/PGP 2 "SECRET") or not (SSH, PEM):
+# the person must be told at once, whatever else the input holds.
+_SECRET_ARMOR = re.compile(
+    rb"-----BEGIN PGP (?:PRIVATE|SECRET) KEY BLOCK-----|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"
+)
+_BLOCK_LABEL = re.compile(r"[A-Z0-9 ,/]+")
+_BASE64_ONLY = re.compile(rb"[A-Za-z0-9+/=\s]+")
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _is_binary(data: bytes) -> bool:
+    """True for binary packets: a packet tag first, and not text.
+
+    A packet tag has bit 7 set, but so does the first byte of text in most scripts
+    ("鍵です" before a pasted block). Real binary keys are not valid UTF-8 (0x99 is a
+    continuation byte; after 0xC6 the length octet or the key material breaks it), so
+    valid UTF-8 is read as text. A crafted key that is valid UTF-8 is merely refused.
+    """
+    return bool(data[0] & 0x80) and not _is_utf8(data)
+
+
+def is_armored(data: bytes) -> bool:
+    """True if `data` is text holding an armor BEGIN line, as `dearmor` would read it."""
+    data = bytes(data).removeprefix(_UTF8_BOM)
+    return bool(data.strip()) and not _is_binary(data) and b"-----BEGIN PGP " in data
+
+
+def dearmor(data: bytes) -> bytes:
+    """Binary OpenPGP from armored or binary input; several armored blocks are joined.
+
+    Raises KeyMaterialRefused ("empty", "not-openpgp", "corrupt-armor", "secret-key").
+    """
+    data = bytes(data).removeprefix(_UTF8_BOM)
+    if not data.strip():
+        raise _refuse("empty")
+    if _is_binary(data):
+        return data
+    return _decode_armor_text(data)
+
+
+def _decode_armor_text(text: bytes) -> bytes:
+    # Checked first and over the whole text: a secret key must never be passed over
+    # because some other block in the same paste is damaged.
+    if _SECRET_ARMOR.search(text):
+        raise _refuse("secret-key")
+    text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    markers = [m for m in _marker_lines(text) if m.group(2) != b"SIGNED MESSAGE"]
+    if not markers:
+        raise _no_armor(text)
+
+    parts: list[bytes] = []
+    begin: re.Match[bytes] | None = None
+    for marker in markers:
+        kind = marker.group(1)
+        if begin is None:
+            if kind == b"END":
+                raise _refuse("corrupt-armor", "an END line comes before its BEGIN line")
+            begin = marker
+        elif kind == b"BEGIN":
+            raise _refuse("corrupt-armor", "a block has no END line")
+        elif marker.group(2) != begin.group(2):
+            raise _refuse("corrupt-armor", "a block ends with the END line of another kind")
+        else:
+            parts.append(_decode_armor_body(text[begin.end() : marker.start()]))
+            begin = None
+    if begin is not None:
+        raise _refuse("corrupt-armor", "the END line is missing")
+    return b"".join(parts)
+
+
+def _marker_lines(text: bytes) -> Iterator[re.Match[bytes]]:
+    """BEGIN/END markers that stand alone on their line (blanks around them allowed:
+    people indent pasted blocks). A marker inside a header line is not one."""
+    for marker in _MARKER.finditer(text):
+        line_start = text.rfind(b"\n", 0, marker.start()) + 1
+        line_end = text.find(b"\n", marker.end())
+        if line_end < 0:
+            line_end = len(text)
+        before = text[line_start : marker.start()]
+        after = text[marker.end() : line_end]
+        if not before.strip(b" \t") and not after.strip(b" \t"):
+            yield marker
+
+
+def _no_armor(text: bytes) -> KeyMaterialRefused:
+    """The refusal for text without a usable BEGIN ... END pair."""
+    if b"-----BEGIN PGP" in text or b"-----END PGP" in text:
+        return _refuse("corrupt-armor", "the BEGIN or END line is damaged")
+    stripped = text.strip()
+    # The inside of a block copied without its BEGIN and END lines is a common mistake.
+    if len(stripped) >= 64 and _BASE64_ONLY.fullmatch(stripped):
+        return _refuse("corrupt-armor", "the BEGIN and END lines are missing")
+    return _refuse("not-openpgp", "no -----BEGIN PGP PUBLIC KEY BLOCK----- line was found")
+
+
+def _decode_armor_body(body: bytes) -> bytes:
+    """Decode what lies between a BEGIN and its END line: headers, base64, checksum."""
+    # Armor headers ("Version: ...", "Comment: ...") come first and end at a blank line.
+    # Base64 never contains ':', so header lines are told apart even when a mail client
+    # dropped the blank line.
+    pos = 0
+    while pos < len(body):
+        newline = body.find(b"\n", pos)
+        line_end = len(body) if newline < 0 else newline
+        line = body[pos:line_end].strip()
+        if line and b":" not in line:
+            break
+        pos = line_end + 1
+    payload = body[pos:].rstrip()
+
+    # The optional checksum is the last line: '=' and four base64 characters.
+    checksum: bytes | None = None
+    last_start = payload.rfind(b"\n") + 1
+    last = payload[last_start:].strip()
+    if len(last) == 5 and last.startswith(b"="):
+        checksum = last[1:]
+        payload = payload[:last_start]
+
+    encoded = payload.translate(None, b" \t\n\r\x0b\x0c")  # drop all whitespace in one pass
+    if not encoded:
+        raise _refuse("corrupt-armor", "the block holds no data")
+    try:
+        decoded = base64.b64decode(encoded, validate=True)
+        expected = base64.b64decode(checksum, validate=True) if checksum is not None else None
+    except (binascii.Error, ValueError):
+        raise _refuse("corrupt-armor", "it is not valid base64") from None
+    # RFC 9580 lets readers ignore the checksum; we check it because a mismatch here
+    # almost always means a paste lost or changed characters, and the sender can fix it.
+    if expected is not None and int.from_bytes(expected, "big") != _crc24(decoded):
+        raise _refuse("corrupt-armor", "its checksum does not match")
+    return decoded
+
+
+def armor(data: bytes, block: str = "PUBLIC KEY BLOCK") -> str:
+    """ASCII armor for `data`: 64-character lines, CRC-24 line, final newline."""
+    if not data:
+        raise ValueError("nothing to armor")
+    if not _BLOCK_LABEL.fullmatch(block):
+        # The label goes into the BEGIN/END lines verbatim: keep it to what armor allows.
+        raise ValueError(f"not an armor label: {block!r}")
+    encoded = base64.b64encode(data).decode("ascii")
+    lines = [encoded[i : i + 64] for i in range(0, len(encoded), 64)]
+    checksum = base64.b64encode(_crc24(data).to_bytes(3, "big")).decode("ascii")
+    body = "\n".join(lines)
+    return f"-----BEGIN PGP {block}-----\n\n{body}\n={checksum}\n-----END PGP {block}-----\n"
+
+
+# --- Packets (RFC 9580 section 4) -----------------------------------------------------
+
+_TAG_SECRET_KEY = 5
+_TAG_PUBLIC_KEY = 6
+_TAG_SECRET_SUBKEY = 7
+_TAG_COMPRESSED = 8
+_TAG_MARKER = 10
+_TAG_USER_ID = 13
+_TAG_PUBLIC_SUBKEY = 14
+
+# Only data packets may use partial (new format) or indeterminate (old format)
+# lengths; in a key such a length means the input is not a key stream at all.
+_DATA_TAGS = frozenset({8, 9, 11, 18, 20})
+
+# For the "no-key" message: what a stream that starts with this packet probably is.
+_NOT_A_KEY = {
+    1: "it looks like an encrypted message",
+    2: "it looks like a signature or revocation certificate",
+    3: "it looks like an encrypted message",
+    4: "it looks like a signed message",
+    9: "it looks like an encrypted message",
+    11: "it looks like a message",
+    13: "it starts with a user ID instead of a public key",
+    14: "it starts with a subkey instead of a primary key",
+    18: "it looks like an encrypted message",
+    20: "it looks like an encrypted message",
+}
+
+
+def _packets(buf: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """Yield (tag, packet start, body start, body end) for each packet in `buf`.
+
+    Secret-key, compressed and reserved packets are refused as soon as their tag is
+    read, before their length is trusted: a cut-off secret key is still a secret key.
+    For data packets with partial lengths the body is not contiguous; they are skipped
+    whole and reported with an empty body at their end.
+    """
+    size = len(buf)
+    pos = 0
+    while pos < size:
+        start = pos
+        octet = buf[pos]
+        if not octet & 0x80:
+            raise _refuse("not-openpgp", f"byte {pos} does not start a packet")
+        new_format = octet & 0x40
+        tag = octet & 0x3F if new_format else (octet >> 2) & 0x0F
+        if tag in (_TAG_SECRET_KEY, _TAG_SECRET_SUBKEY):
+            raise _refuse("secret-key")
+        if tag == _TAG_COMPRESSED:
+            raise _refuse("compressed")
+        if tag == 0:
+            raise _refuse("not-openpgp", f"byte {pos} starts a packet of reserved type 0")
+        pos += 1
+        if new_format:
+            length, pos, partial = _new_length(buf, pos, start)
+            if partial:
+                if tag not in _DATA_TAGS:
+                    raise _refuse("not-openpgp", f"the packet at byte {start} has a bad length")
+                while partial:
+                    pos += length
+                    if pos > size:
+                        raise _cut_off(start)
+                    length, pos, partial = _new_length(buf, pos, start)
+                start_of_body = pos + length  # not contiguous: report an empty body
+            else:
+                start_of_body = pos
+        else:
+            length_type = octet & 0x03
+            if length_type == 3:
+                # Indeterminate length: "until the end of the input", data packets only.
+                if tag not in _DATA_TAGS:
+                    raise _refuse("not-openpgp", f"the packet at byte {start} has a bad length")
+                length = size - pos
+            else:
+                width = 1 << length_type  # 1, 2 or 4 octets
+                if pos + width > size:
+                    raise _cut_off(start)
+                length = int.from_bytes(buf[pos : pos + width], "big")
+                pos += width
+            start_of_body = pos
+        end = pos + length
+        if end > size:
+            raise _cut_off(start)
+        yield tag, start, start_of_body, end
+        pos = end
+
+
+def _new_length(buf: bytes, pos: int, start: int) -> tuple[int, int, bool]:
+    """Read a new-format length at `pos`: (length, position after it, is partial)."""
+    size = len(buf)
+    if pos >= size:
+        raise _cut_off(start)
+    first = buf[pos]
+    if first < 192:
+        return first, pos + 1, False
+    if first < 224:
+        if pos + 2 > size:
+            raise _cut_off(start)
+        return ((first - 192) << 8) + buf[pos + 1] + 192, pos + 2, False
+    if first == 255:
+        if pos + 5 > size:
+            raise _cut_off(start)
+        return int.from_bytes(buf[pos + 1 : pos + 5], "big"), pos + 5, False
+    return 1 << (first & 0x1F), pos + 1, True
+
+
+def _cut_off(start: int) -> KeyMaterialRefused:
+    return _refuse("truncated", f"the packet at byte {start} runs past the end of the data")
+
+
+# --- Key packets ----------------------------------------------------------------------
+
+# Curve OIDs (RFC 9580 9.2 and GnuPG's table), as the bytes after the OID length octet,
+# mapped to GnuPG's curve name and the size GnuPG reports for it.
+_CURVES: dict[bytes, tuple[str, int]] = {
+    bytes.fromhex("2B060104019755010501"): ("cv25519", 255),  # 1.3.6.1.4.1.3029.1.5.1
+    bytes.fromhex("2B06010401DA470F01"): ("ed25519", 255),  # 1.3.6.1.4.1.11591.15.1
+    bytes.fromhex("2B656E"): ("cv25519", 255),  # 1.3.101.110 (X25519, RFC 8410)
+    bytes.fromhex("2B6570"): ("ed25519", 255),  # 1.3.101.112 (Ed25519, RFC 8410)
+    bytes.fromhex("2B656F"): ("cv448", 448),  # 1.3.101.111 (X448)
+    bytes.fromhex("2B6571"): ("ed448", 448),  # 1.3.101.113 (Ed448)
+    bytes.fromhex("2A8648CE3D030107"): ("nistp256", 256),  # 1.2.840.10045.3.1.7
+    bytes.fromhex("2B81040022"): ("nistp384", 384),  # 1.3.132.0.34
+    bytes.fromhex("2B81040023"): ("nistp521", 521),  # 1.3.132.0.35
+    bytes.fromhex("2B8104000A"): ("secp256k1", 256),  # 1.3.132.0.10
+    bytes.fromhex("2B2403030208010107"): ("brainpoolP256r1", 256),  # 1.3.36.3.3.2.8.1.1.7
+    bytes.fromhex("2B240303020801010B"): ("brainpoolP384r1", 384),  # 1.3.36.3.3.2.8.1.1.11
+    bytes.fromhex("2B240303020801010D"): ("brainpoolP512r1", 512),  # 1.3.36.3.3.2.8.1.1.13
+}
+
+_MPI_FIRST = frozenset({1, 2, 3, 16, 17, 20})  # RSA n, Elgamal p, DSA p
+_OID_FIRST = frozenset({18, 19, 22})  # ECDH, ECDSA, EdDSA (legacy)
+# RFC 9580 algorithms whose curve is the algorithm itself.
+_FIXED_CURVE = {25: ("cv25519", 255), 26: ("cv448", 448), 27: ("ed25519", 255), 28: ("ed448", 448)}
+
+
+def _key_facts(buf: bytes, start: int, end: int, is_primary: bool) -> tuple[int, KeyComponent]:
+    """(version, component) from a key packet body buf[start:end]; never raises.
+
+    A malformed body is reported as far as it can be read (algorithm or bits 0); the
+    caller refuses such keys, and GnuPG would reject them anyway.
+    """
+    if start >= end:
+        return 0, KeyComponent(0, 0, None, is_primary)
+    version = buf[start]
+    if version in (2, 3):
+        # version, created(4), validity days(2), algorithm, material
+        algorithm_at, material = start + 7, start + 8
+    elif version == 4:
+        # version, created(4), algorithm, material
+        algorithm_at, material = start + 5, start + 6
+    elif version in (5, 6):
+        # version, created(4), algorithm, material length(4), material
+        algorithm_at, material = start + 5, start + 10
+    else:
+        return version, KeyComponent(0, 0, None, is_primary)
+    if algorithm_at >= end:
+        return version, KeyComponent(0, 0, None, is_primary)
+    algorithm = buf[algorithm_at]
+    bits, curve = _material_size(buf, material, end, algorithm)
+    return version, KeyComponent(algorithm, bits, curve, is_primary)
+
+
+def _material_size(buf: bytes, pos: int, end: int, algorithm: int) -> tuple[int, str | None]:
+    """(bits, curve) from the key material at buf[pos:end]; (0, None) if unreadable."""
+    if algorithm in _MPI_FIRST:
+        if pos + 2 > end:
+            return 0, None
+        claimed = int.from_bytes(buf[pos : pos + 2], "big")
+        value_end = pos + 2 + (claimed + 7) // 8
+        if value_end > end:
+            return 0, None
+        # The real size of the value, not the size the MPI header claims.
+        return int.from_bytes(buf[pos + 2 : value_end], "big").bit_length(), None
+    if algorithm in _OID_FIRST:
+        if pos >= end:
+            return 0, None
+        oid_length = buf[pos]
+        if oid_length in (0, 0xFF) or pos + 1 + oid_length > end:
+            return 0, None
+        curve, bits = _CURVES.get(buf[pos + 1 : pos + 1 + oid_length], (None, 0))
+        return bits, curve
+    if algorithm in _FIXED_CURVE:
+        curve, bits = _FIXED_CURVE[algorithm]
+        return bits, curve
+    return 0, None
+
+
+def _v4_fingerprint(body: bytes) -> str:
+    """SHA-1 over 0x99, the two-octet body length and the body (RFC 4880 12.2)."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    digest.update(b"\x99" + len(body).to_bytes(2, "big"))
+    digest.update(body)
+    return digest.hexdigest().upper()
+
+
+@dataclass
+class _KeyInProgress:
+    """What read_keys has gathered about the key it is reading."""
+
+    start: int
+    version: int
+    fingerprint: str | None
+    components: list[KeyComponent]
+    user_ids: list[bytes]
+
+    def block(self, buf: bytes, end: int) -> KeyBlock:
+        return KeyBlock(
+            self.version,
+            self.fingerprint,
+            tuple(self.components),
+            tuple(self.user_ids),
+            buf[self.start : end],
+        )
+
+
+def read_keys(data: bytes) -> list[KeyBlock]:
+    """Split armored or binary key data into one KeyBlock per primary key.
+
+    Raises KeyMaterialRefused for the whole input: "empty", "not-openpgp",
+    "corrupt-armor", "truncated", "secret-key", "compressed" or "no-key".
+    """
+    buf = dearmor(data)
+    blocks: list[KeyBlock] = []
+    current: _KeyInProgress | None = None
+    not_a_key: str | None = None
+    # The whole stream is walked even after a "no-key" finding, so that a secret key or
+    # compressed packet further on is still reported: those messages matter more.
+    for tag, start, body_start, body_end in _packets(buf):
+        if tag == _TAG_PUBLIC_KEY:
+            if current is not None:
+                blocks.append(current.block(buf, start))
+            version, primary = _key_facts(buf, body_start, body_end, True)
+            fingerprint = None
+            if version == 4:
+                if body_end - body_start > 0xFFFF:
+                    # The v4 fingerprint hashes a two-octet length: no real key is this
+                    # big, and a key without a fingerprint cannot be handled at all.
+                    raise _refuse("not-openpgp", f"the key at byte {start} is impossibly large")
+                fingerprint = _v4_fingerprint(buf[body_start:body_end])
+            current = _KeyInProgress(start, version, fingerprint, [primary], [])
+        elif current is None:
+            if tag != _TAG_MARKER and not_a_key is None:
+                not_a_key = _NOT_A_KEY.get(tag, "it does not start with a public key")
+        elif tag == _TAG_PUBLIC_SUBKEY:
+            current.components.append(_key_facts(buf, body_start, body_end, False)[1])
+        elif tag == _TAG_USER_ID:
+            current.user_ids.append(buf[body_start:body_end])
+    if not_a_key is not None:
+        raise _refuse("no-key", not_a_key)
+    if current is None:
+        raise _refuse("no-key")
+    blocks.append(current.block(buf, len(buf)))
+    return blocks
