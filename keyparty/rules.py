@@ -8,6 +8,7 @@ Rule ids (C1, D1, T1, P1, O1 ...) are those of DESIGN.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field
 
 # The event lifecycle, in order; each step is the host's action.
 STATES = ("draft", "registration", "frozen", "verifying", "cooling-off", "signing", "closed")
@@ -24,13 +25,22 @@ STEPS = {
 
 @dataclass(frozen=True)
 class Refusal:
-    """A normal outcome: something a rule does not allow, said in plain words."""
+    """A normal outcome: something a rule does not allow, said in plain words.
+
+    `text` is a sentence with {placeholders} filled from `params`, so the web
+    layer can translate the sentence before filling it in.
+    """
 
     rule: str
-    message: str
+    text: str
+    params: dict = field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        return self.text.format(**self.params) if self.params else self.text
 
     def __str__(self) -> str:
-        return f"{self.rule}: {self.message}" if self.rule else self.message
+        return f"{self.rule}: {self.message}"
 
 
 def step_leading_to(state: str) -> str:
