@@ -1,0 +1,3 @@
+from keyparty.cli import main
+
+main()

@@ -1,0 +1,105 @@
+"""The host's command line, end to end: create, import, freeze, print."""
+
+import hashlib
+import os
+import subprocess
+import sys
+
+from keyparty.extensions import db
+from keyparty.models import Event
+from tests.conftest import FIXTURES
+from tests.conftest import fingerprint_of
+
+
+def keyparty(instance, *args):
+    """Run the installed command as a host would, in its own process."""
+    env = {**os.environ, "KEYPARTY_INSTANCE": str(instance)}
+    return subprocess.run(
+        [sys.executable, "-m", "keyparty", *args], env=env, capture_output=True, text=True
+    )
+
+
+def test_the_whole_host_flow_from_the_command_line(instance, tmp_path):
+    created = keyparty(instance, "event", "create", "Rust & Crypto 東京", "--date", "2026-12-05")
+    assert created.returncode == 0, created.stderr
+    event_id = created.stdout.strip().splitlines()[-1]
+    assert event_id == "rust-crypto"
+
+    keys = [str(FIXTURES / "attendees" / f"{name}.asc") for name in ("alice", "bob", "hanako")]
+    imported = keyparty(instance, "import", event_id, *keys, str(FIXTURES / "signups.csv"))
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.count("/join/") == 3
+    assert "山田花子" in imported.stdout
+    assert "Missing Person" in imported.stderr
+
+    frozen = keyparty(instance, "freeze", event_id)
+    assert frozen.returncode == 0, frozen.stderr
+    printed = dict(
+        line.split(": ", 1) for line in frozen.stdout.splitlines() if line.startswith("SHA")
+    )
+    listing = tmp_path / "list.txt"
+    written = keyparty(instance, "partylist", event_id, "-o", str(listing))
+    assert written.returncode == 0, written.stderr
+    sha256sum = subprocess.run(["sha256sum", str(listing)], capture_output=True, text=True)
+    assert sha256sum.stdout.split()[0] == printed["SHA256"]
+    assert hashlib.sha512(listing.read_bytes()).hexdigest() == printed["SHA512"]
+    text = listing.read_text(encoding="utf-8")
+    assert "Rust & Crypto 東京" in text and "山田花子 <hanako@example.jp>" in text
+    assert text.count("[ ] Fingerprint OK  [ ] ID OK") == 3
+
+    badges = tmp_path / "badges.html"
+    assert keyparty(instance, "badges", event_id, "-o", str(badges)).returncode == 0
+    page = badges.read_text(encoding="utf-8")
+    assert page.count("<svg") == 6
+    assert f"OPENPGP4FPR:{fingerprint_of('alice')}" not in page, "payload is in the code, not text"
+
+    status = keyparty(instance, "status", event_id)
+    assert "state: frozen" in status.stdout and "keys: 3" in status.stdout
+
+
+def test_import_reports_each_refusal_and_exits_non_zero(runner, event):
+    result = runner.invoke(
+        args=[
+            "import",
+            event.id,
+            str(FIXTURES / "attendees" / "carol.asc"),
+            str(FIXTURES / "bad" / "revoked.asc"),
+        ]
+    )
+    assert result.exit_code == 1
+    assert "accepted " + fingerprint_of("carol") in result.output
+    assert "revoked.asc" in result.output and "revoked by its owner" in result.output
+    assert "1 accepted, 1 refused" in result.output
+
+
+def test_steps_out_of_order_are_refused(runner, event):
+    result = runner.invoke(args=["step", event.id, "start-verifying"])
+    assert result.exit_code != 0
+    assert "First: freeze the party list" in result.output
+    db.session.refresh(event)
+    assert event.state == "registration"
+
+
+def test_freezing_an_empty_list_is_refused(runner, event):
+    result = runner.invoke(args=["freeze", event.id])
+    assert result.exit_code != 0
+    assert "at least two" in result.output
+
+
+def test_an_unknown_event_is_named(runner):
+    result = runner.invoke(args=["status", "nope"])
+    assert result.exit_code != 0
+    assert "No event 'nope'" in result.output
+
+
+def test_partylist_before_the_freeze_says_to_freeze(runner, registered_event, tmp_path):
+    result = runner.invoke(args=["partylist", registered_event.id, "-o", str(tmp_path / "x")])
+    assert result.exit_code != 0
+    assert "keyparty freeze" in result.output
+
+
+def test_event_ids_are_unique_slugs(runner):
+    first = runner.invoke(args=["event", "create", "Party"]).output.splitlines()[-1]
+    second = runner.invoke(args=["event", "create", "Party"]).output.splitlines()[-1]
+    assert (first, second) == ("party", "party-2")
+    assert db.session.get(Event, "party-2").state == "registration"
