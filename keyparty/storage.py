@@ -14,6 +14,7 @@ from flask import has_request_context
 from flask import request
 from sqlalchemy import event
 
+from keyparty import models  # noqa: F401  (registers the tables for create_all)
 from keyparty.extensions import db
 
 READ_ONLY_METHODS = ("GET", "HEAD", "OPTIONS")
