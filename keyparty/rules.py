@@ -7,8 +7,12 @@ Rule ids (C1, D1, T1, P1, O1 ...) are those of DESIGN.md.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+from datetime import datetime
+from datetime import timedelta
 
 # The event lifecycle, in order; each step is the host's action.
 STATES = ("draft", "registration", "frozen", "verifying", "cooling-off", "signing", "closed")
@@ -92,5 +96,346 @@ def check_freeze(key_count: int) -> Refusal | None:
             "lifecycle",
             f"The list has {key_count} key(s); a key-signing party needs at least two. "
             "Register keys first (web form or `keyparty import EVENT FILE`).",
+        )
+    return None
+
+
+# ---------------------------------------------------------------------------
+# In-person verification: context (C1, C2), transitive trust (T2, T4),
+# peer pressure (P3, P4, P6).
+#
+# Every time-dependent function takes `now` (an aware UTC datetime) instead
+# of reading a clock, so tests and the web layer decide what "now" is.
+# ---------------------------------------------------------------------------
+
+# C1: the contexts an event offers unless the host sets its own list.
+DEFAULT_CONTEXTS: tuple[str, ...] = ("identity", "email", "pseudonym")
+
+CONTEXT_LABELS: dict[str, str] = {
+    "identity": "The name belongs to the person I met, checked against an official photo ID.",
+    "email": "The key holder controls this email address.",
+    "pseudonym": "They are known under this name in a named community.",
+}
+
+
+@dataclass(frozen=True)
+class Basis:
+    """How the signer knows the person (P3), and what it gives (C2).
+
+    Accepted bases have a certification `level` and no `rule`; refused bases
+    have no level, the id of the rule that refuses them and a sentence that
+    says why.
+    """
+
+    id: str
+    label: str
+    level: int | None
+    rule: str | None
+    refusal: str | None
+
+
+BASES: dict[str, Basis] = {
+    b.id: b
+    for b in (
+        Basis("photo-id", "I checked an official photo ID", 3, None, None),
+        Basis("known-personally", "I have known them personally for years", 2, None, None),
+        Basis(
+            "vouched",
+            "Someone I trust vouched for them",
+            None,
+            "T2",
+            "A certification must rest on what you checked yourself, not on someone "
+            "else's word: signing because someone you trust vouched for them is "
+            "transitive trust. Check their photo ID yourself, or skip this key.",
+        ),
+        Basis(
+            "everyone-signs",
+            "Everyone else is signing them",
+            None,
+            "P3",
+            "What other people do is not evidence about this person: signing because "
+            "everyone else is signing is peer pressure. Sign only if you checked their "
+            "ID yourself or have known them for years; it is fine to skip this key.",
+        ),
+        Basis(
+            "seemed-nice",
+            "They seemed nice",
+            None,
+            "P3",
+            "Being nice is not an identity check: a certification says you checked who "
+            "this person is. Check an official photo ID, or skip this key.",
+        ),
+    )
+}
+
+
+def certification_level(basis: str) -> int:
+    """C2: the OpenPGP certification level (3 = 0x13, 2 = 0x12) for an accepted basis.
+
+    keyparty never certifies at level 0 (generic) or 1, so refused and unknown
+    bases raise ValueError rather than fall back to one.
+    """
+    found = BASES.get(basis)
+    if found is None:
+        raise ValueError(f"unknown basis {basis!r}; bases: {', '.join(BASES)}")
+    if found.level is None:
+        raise ValueError(f"basis {basis!r} is refused ({found.rule}) and gives no level")
+    return found.level
+
+
+@dataclass(frozen=True)
+class Pace:
+    """P4, set per event: how fast a signer may verify people."""
+
+    min_gap_seconds: int = 20
+    window_seconds: int = 300
+    max_in_window: int = 10
+
+
+@dataclass(frozen=True)
+class VerificationAttempt:
+    """Everything check_verification needs to judge one verification."""
+
+    event_state: str
+    signer_id: int
+    acting_id: int | None
+    owner_id: int
+    owner_confirmed: bool
+    key_fingerprint: str
+    user_id_on_key: bool
+    context: str
+    event_contexts: tuple[str, ...]
+    basis: str
+    earlier: tuple[tuple[str, datetime], ...]
+    now: datetime
+    pace: Pace = Pace()
+
+
+def _state_index(state: str) -> int:
+    if state not in STATES:
+        raise ValueError(f"unknown event state {state!r}; states: {', '.join(STATES)}")
+    return STATES.index(state)
+
+
+# T2 sentences, whole so that each can be translated: (no session, someone else's session).
+_OWN_SESSION_TEXTS = {
+    "record": (
+        "Join the event with your own link first: a verification is recorded only "
+        "from the signer's own session.",
+        "A verification is recorded only from the signer's own session: nobody can "
+        "record one for someone else. Ask them to scan the code on their own phone.",
+    ),
+    "withdraw": (
+        "Join the event with your own link first: a verification is withdrawn only "
+        "from the signer's own session.",
+        "A verification is withdrawn only from the signer's own session: nobody can "
+        "withdraw someone else's verification.",
+    ),
+}
+
+
+def _check_own_session(signer_id: int, acting_id: int | None, action: str) -> Refusal | None:
+    """T2: only the signer, from their own session, records or withdraws their verifications."""
+    no_session, other_session = _OWN_SESSION_TEXTS[action]
+    if acting_id is None:
+        return Refusal("T2", no_session)
+    if acting_id != signer_id:
+        return Refusal("T2", other_session)
+    return None
+
+
+def check_verification(attempt: VerificationAttempt) -> Refusal | None:
+    """May this signer record this verification now? The first refusal wins."""
+    a = attempt
+    position = _state_index(a.event_state)
+    verifying = STATES.index("verifying")
+    if position < verifying:
+        return Refusal(
+            "lifecycle",
+            "The event is {state}. Verifying starts when the host starts it at the event.",
+            {"state": a.event_state},
+        )
+    if a.event_state == "cooling-off":
+        return Refusal(
+            "P6",
+            "Verifying is over (the event is {state}): no verification can be added now. "
+            "You can still withdraw one of yours until signing starts.",
+            {"state": a.event_state},
+        )
+    if position > verifying:
+        return Refusal(
+            "P6",
+            "Verifying is over (the event is {state}): no verification can be added "
+            "after the verifying phase.",
+            {"state": a.event_state},
+        )
+
+    refusal = _check_own_session(a.signer_id, a.acting_id, "record")
+    if refusal is not None:
+        return refusal
+    if a.signer_id == a.owner_id:
+        return Refusal("T2", "This is your own key. You verify other people's keys, not your own.")
+
+    if not a.user_id_on_key:
+        return Refusal(
+            "list",
+            "This user ID is not on this key's entry in the frozen party list, so it "
+            "cannot be verified here.",
+        )
+    if not a.owner_confirmed:
+        return Refusal(
+            "T4",
+            "The owner of this key has not yet confirmed their own entry on the frozen "
+            "list. Ask them to confirm it on their phone first, then scan again.",
+        )
+
+    if a.context not in a.event_contexts:
+        return Refusal(
+            "C1",
+            "'{context}' is not a context at this event. A certification says what "
+            "you checked; this event's contexts are: {contexts}.",
+            {"context": a.context, "contexts": ", ".join(a.event_contexts)},
+        )
+
+    basis = BASES.get(a.basis)
+    if basis is None:
+        accepted = [b.label for b in BASES.values() if b.rule is None]
+        return Refusal(
+            "P3",
+            "Say how you know this person; keyparty accepts: {choices}.",
+            {"choices": "; ".join(accepted)},
+        )
+    if basis.rule is not None:
+        return Refusal(basis.rule, basis.refusal or "")
+
+    wait = pace_wait(a.earlier, a.key_fingerprint, a.now, a.pace)
+    if wait:
+        return Refusal(
+            "P4",
+            "You are going faster than an ID can be checked. Take your time: wait "
+            "{wait} s before the next person.",
+            {"wait": wait},
+        )
+    return None
+
+
+def _same_key(fingerprint: str) -> str:
+    return "".join(fingerprint.split()).upper()
+
+
+def _aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{moment!r} is a naive datetime; pass aware UTC datetimes")
+    return moment
+
+
+def _seconds_until(moment: datetime, now: datetime) -> int:
+    """Whole seconds from now until `moment`, rounded up, at least 1."""
+    remaining = (moment - now) // timedelta(microseconds=1)
+    return max(1, math.ceil(remaining / 1_000_000))
+
+
+def pace_wait(
+    earlier: Sequence[tuple[str, datetime]],
+    fingerprint: str,
+    now: datetime,
+    pace: Pace = Pace(),
+) -> int:
+    """P4: seconds the signer must wait before verifying `fingerprint` now; 0 if fine.
+
+    Pace counts people (keys), not user IDs: one ID check covers every user ID
+    of a key, so a further user ID of a key already verified is never rushed.
+    A time recorded after `now` (clock skew) counts as recorded at `now`.
+    """
+    _aware(now)
+    first_seen: dict[str, datetime] = {}
+    for fpr, recorded in earlier:
+        key = _same_key(fpr)
+        recorded = min(_aware(recorded), now)
+        if key not in first_seen or recorded < first_seen[key]:
+            first_seen[key] = recorded
+    if _same_key(fingerprint) in first_seen:
+        return 0
+    times = sorted(first_seen.values())
+    wait = 0
+
+    gap = timedelta(seconds=pace.min_gap_seconds)
+    if times and now - times[-1] < gap:
+        wait = _seconds_until(times[-1] + gap, now)
+
+    window = timedelta(seconds=pace.window_seconds)
+    recent = [t for t in times if now - t < window]
+    if len(recent) >= pace.max_in_window:
+        # The new one may come once fewer than max_in_window remain in the window.
+        leaving = recent[len(recent) - pace.max_in_window]
+        wait = max(wait, _seconds_until(leaving + window, now))
+    return wait
+
+
+def check_withdrawal(event_state: str, signer_id: int, acting_id: int | None) -> Refusal | None:
+    """P6: a verification can be withdrawn until signing starts, by its signer only (T2)."""
+    position = _state_index(event_state)
+    if position < STATES.index("verifying"):
+        return Refusal(
+            "lifecycle",
+            "There is nothing to withdraw yet: the event is {state} and verifying has not started.",
+            {"state": event_state},
+        )
+    if position >= STATES.index("signing"):
+        return Refusal(
+            "P6",
+            "Verifications can no longer be withdrawn (the event is {state}): "
+            "certifications are being made from them now. If you signed by mistake, tell "
+            "the key owner; they can decline your certification.",
+            {"state": event_state},
+        )
+    return _check_own_session(signer_id, acting_id, "withdraw")
+
+
+def check_entry_confirmation(event_state: str) -> Refusal | None:
+    """T4: attendees confirm their own entry and the digest while the frozen list is in use."""
+    position = _state_index(event_state)
+    if position < STATES.index("frozen"):
+        return Refusal(
+            "T4",
+            "There is no frozen list yet (the event is {state}): you can confirm your "
+            "entry once the host freezes the party list and reads out its digests.",
+            {"state": event_state},
+        )
+    if position > STATES.index("verifying"):
+        return Refusal(
+            "T4",
+            "It is too late to confirm your entry: verifying is over (the event is {state}).",
+            {"state": event_state},
+        )
+    return None
+
+
+_PACE_SETTING_TEXTS = {
+    "min_gap_seconds": "The shortest gap between two verifications must be a whole number of "
+    "seconds above zero (it is {value}).",
+    "window_seconds": "The pace window must be a whole number of seconds above zero "
+    "(it is {value}).",
+    "max_in_window": "The most verifications in the pace window must be a whole number above "
+    "zero (it is {value}).",
+}
+
+
+def check_pace_settings(pace: Pace) -> Refusal | None:
+    """P4, for the host: every pace value positive, and the window at least the gap."""
+    for setting, text in _PACE_SETTING_TEXTS.items():
+        value = getattr(pace, setting)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            return Refusal("P4", text, {"value": value, "setting": setting})
+    if pace.window_seconds < pace.min_gap_seconds:
+        return Refusal(
+            "P4",
+            "The pace window ({window} s) must be at least as long as the shortest gap "
+            "between two verifications ({gap} s).",
+            {
+                "window": pace.window_seconds,
+                "gap": pace.min_gap_seconds,
+                "setting": "window_seconds",
+            },
         )
     return None
