@@ -38,6 +38,12 @@ class Event(db.Model):
     partylist: Mapped[str | None] = mapped_column(Text)
     partylist_sha256: Mapped[str | None] = mapped_column(String(64))
     partylist_sha512: Mapped[str | None] = mapped_column(String(128))
+    # C1: the contexts a certification at this event can carry, comma-separated.
+    contexts: Mapped[str] = mapped_column(String(200), default="identity,email,pseudonym")
+    # P4: how fast one signer may verify people.
+    pace_min_gap_seconds: Mapped[int] = mapped_column(default=20)
+    pace_window_seconds: Mapped[int] = mapped_column(default=300)
+    pace_max_in_window: Mapped[int] = mapped_column(default=10)
 
     attendees: Mapped[list[Attendee]] = relationship(
         back_populates="event", cascade="all, delete-orphan", order_by="Attendee.id"
@@ -57,6 +63,9 @@ class Attendee(db.Model):
     # Only a hash of the join token is kept: a database leak joins nobody.
     join_token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    joined_at: Mapped[datetime | None]
+    # T4: the attendee confirmed their own entry and the list digest.
+    entry_confirmed_at: Mapped[datetime | None]
 
     event: Mapped[Event] = relationship(back_populates="attendees")
     keys: Mapped[list[Key]] = relationship(back_populates="attendee", order_by="Key.id")
@@ -97,3 +106,41 @@ class UserID(db.Model):
     uid_hash: Mapped[str] = mapped_column(String(40))
 
     key: Mapped[Key] = relationship(back_populates="user_ids")
+
+
+class Verification(db.Model):
+    """One signer's decision about one user ID in one context (P2).
+
+    Private to its signer (P5): no page lists who verified a key.
+    """
+
+    __tablename__ = "verification"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("event.id", ondelete="CASCADE"), index=True)
+    signer_id: Mapped[int] = mapped_column(
+        ForeignKey("attendee.id", ondelete="CASCADE"), index=True
+    )
+    user_id_id: Mapped[int] = mapped_column(ForeignKey("user_id.id", ondelete="CASCADE"))
+    context: Mapped[str] = mapped_column(String(40))
+    basis: Mapped[str] = mapped_column(String(40))
+    level: Mapped[int]
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+    withdrawn_at: Mapped[datetime | None]
+
+    signer: Mapped[Attendee] = relationship()
+    user_id: Mapped[UserID] = relationship()
+
+
+class RefusalRecord(db.Model):
+    """A refusal under a rule, kept for the event report: which rule, when.
+
+    Deliberately not who (P5).
+    """
+
+    __tablename__ = "refusal"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("event.id", ondelete="CASCADE"), index=True)
+    rule: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -102,7 +102,7 @@ def test_user_ids_are_escaped_on_pages(client, event):
 def test_an_unknown_join_link_gets_a_plain_message(client):
     response = client.get("/join/not-a-token")
     assert response.status_code == 404
-    assert "not known" in response.text
+    assert "does not work" in response.text
 
 
 def test_host_freezes_and_reads_the_digests_aloud(client, registered_event):

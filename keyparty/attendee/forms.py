@@ -1,6 +1,8 @@
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
+from wtforms import BooleanField
 from wtforms import EmailField
+from wtforms import RadioField
 from wtforms import StringField
 from wtforms import TextAreaField
 from wtforms.validators import DataRequired
@@ -23,3 +25,21 @@ class RegistrationForm(FlaskForm):
         if upload and getattr(upload, "filename", ""):
             return upload.read()
         return (self.key_text.data or "").encode("utf-8")
+
+
+class ConfirmEntryForm(FlaskForm):
+    """T4: the owner checks their own entry against the frozen list."""
+
+    entry_correct = BooleanField(validators=[DataRequired()])
+    digest_matches = BooleanField(validators=[DataRequired()])
+
+
+class VerificationForm(FlaskForm):
+    """One decision about one user ID (P2): the context and how you know them."""
+
+    context = RadioField(validators=[DataRequired()])
+    basis = RadioField(validators=[DataRequired()])
+
+
+class ButtonForm(FlaskForm):
+    """A button with nothing to fill in (withdraw), CSRF-protected."""

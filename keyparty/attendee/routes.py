@@ -1,9 +1,16 @@
-"""Attendee pages: register a key, join from a phone, see a key's entry."""
+"""Attendee pages: register a key, then at the event, on a phone: join,
+confirm your own entry, show your code, scan others', and record one
+decision per user ID."""
 
 from __future__ import annotations
 
+from datetime import UTC
+from datetime import datetime
+
 from flask import Blueprint
 from flask import abort
+from flask import flash
+from flask import has_request_context
 from flask import redirect
 from flask import render_template
 from flask import request
@@ -13,15 +20,33 @@ from markupsafe import Markup
 
 from keyparty import events
 from keyparty import registration
+from keyparty import rules
+from keyparty import verification
+from keyparty.attendee.forms import ButtonForm
+from keyparty.attendee.forms import ConfirmEntryForm
 from keyparty.attendee.forms import RegistrationForm
+from keyparty.attendee.forms import VerificationForm
+from keyparty.badges import verification_url
 from keyparty.extensions import db
+from keyparty.i18n import LANGUAGES
+from keyparty.i18n import gettext as _
+from keyparty.i18n import refusal_message
 from keyparty.models import Attendee
 from keyparty.models import Event
 from keyparty.models import Key
+from keyparty.models import UserID
+from keyparty.models import Verification
+from keyparty.network import is_loopback
 from keyparty.network import public_base_url
+from keyparty.qr import fingerprint_payload
 from keyparty.qr import qr_svg
+from keyparty.ratelimit import limiter
 
 blueprint = Blueprint("attendee", __name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _event_or_404(event_id: str) -> Event:
@@ -32,8 +57,17 @@ def _event_or_404(event_id: str) -> Event:
 
 
 def current_attendee() -> Attendee | None:
+    """The attendee whose own session this is (T2), or None."""
     attendee_id = session.get("attendee_id")
     return db.session.get(Attendee, attendee_id) if attendee_id else None
+
+
+def _too_fast(bucket: str, limit: int, per_seconds: int):
+    wait = limiter.hit(bucket, limit, per_seconds)
+    if wait:
+        message = _("Too many requests. Wait {wait} s and try again.", wait=wait)
+        return render_template("message.html", title=_("Slow down"), message=message), 429
+    return None
 
 
 @blueprint.route("/")
@@ -42,6 +76,14 @@ def index():
         db.select(Event).where(Event.state == "registration").order_by(Event.created_at)
     ).all()
     return render_template("index.html", events=open_events, me=current_attendee())
+
+
+@blueprint.route("/lang/<code>")
+def set_language(code: str):
+    if code in LANGUAGES:
+        session["lang"] = code
+    target = request.args.get("next", "/")
+    return redirect(target if target.startswith("/") and not target.startswith("//") else "/")
 
 
 @blueprint.route("/e/<event_id>/register", methods=["GET", "POST"])
@@ -83,29 +125,216 @@ def join(token: str):
         db.select(Attendee).where(Attendee.join_token_sha256 == registration.hash_token(token))
     )
     if attendee is None:
+        limited = _too_fast(f"join-miss:{request.remote_addr}", 10, 60)
+        if limited:
+            return limited
         return render_template("join_unknown.html"), 404
+    # Redeemed once: the link now belongs to this phone's session only.
+    attendee.join_token_sha256 = None
+    attendee.joined_at = _now().replace(tzinfo=None)
+    db.session.commit()
+    lang = session.get("lang")
     session.clear()
     session["attendee_id"] = attendee.id
+    if lang:
+        session["lang"] = lang
     session.permanent = True
     # Away from the URL holding the token, so it is not left in the history.
     return redirect(url_for("attendee.me"))
 
 
+def _require_me():
+    me = current_attendee()
+    if me is None:
+        abort(401)
+    return me
+
+
+@blueprint.errorhandler(401)
+def join_first(_error):
+    return render_template("join_first.html"), 401
+
+
 @blueprint.route("/me")
 def me():
-    attendee = current_attendee()
-    if attendee is None:
-        return render_template("join_first.html"), 401
-    return render_template("me.html", attendee=attendee, event=attendee.event)
+    attendee = _require_me()
+    event = attendee.event
+    return render_template(
+        "me.html",
+        attendee=attendee,
+        event=event,
+        confirm_form=ConfirmEntryForm(),
+        can_confirm=rules.check_entry_confirmation(event.state) is None,
+    )
+
+
+@blueprint.route("/me/confirm", methods=["POST"])
+def confirm_entry():
+    attendee = _require_me()
+    form = ConfirmEntryForm()
+    if not form.validate_on_submit():
+        flash(_("Tick both boxes once you have checked your entry and the digest."), "error")
+        return redirect(url_for("attendee.me"))
+    refusal = verification.confirm_entry(attendee, _now())
+    if refusal:
+        flash(refusal_message(refusal), "error")
+    else:
+        flash(_("Thank you: others can now verify your key."), "ok")
+    return redirect(url_for("attendee.me"))
+
+
+@blueprint.route("/me/code")
+def my_code():
+    attendee = _require_me()
+    base = public_base_url(request.host_url)
+    codes = [
+        {
+            "key": key,
+            "fingerprint_svg": Markup(qr_svg(fingerprint_payload(key.fingerprint))),
+            "url_svg": Markup(qr_svg(verification_url(base, key.event_id, key.fingerprint))),
+        }
+        for key in attendee.keys
+    ]
+    return render_template("code.html", attendee=attendee, codes=codes)
+
+
+def _secure_context() -> bool:
+    """Browsers give the camera to pages only over HTTPS or on the phone's own localhost."""
+    return (
+        request.is_secure
+        or request.host.split(":")[0] == "localhost"
+        or is_loopback(request.host.rsplit(":", 1)[0].strip("[]"))
+    )
+
+
+@blueprint.route("/scan")
+def scan():
+    attendee = _require_me()
+    return render_template(
+        "scan.html",
+        attendee=attendee,
+        event=attendee.event,
+        secure=_secure_context(),
+        base_url=public_base_url(request.host_url),
+    )
+
+
+def _key_or_none(event: Event, fingerprint: str) -> Key | None:
+    return db.session.scalar(
+        db.select(Key).where(
+            Key.event_id == event.id,
+            Key.fingerprint == registration.normalize_fingerprint(fingerprint),
+        )
+    )
 
 
 @blueprint.route("/e/<event_id>/k/<fingerprint>")
 def key(event_id: str, fingerprint: str):
     event = _event_or_404(event_id)
-    fingerprint = registration.normalize_fingerprint(fingerprint)
-    found = db.session.scalar(
-        db.select(Key).where(Key.event_id == event.id, Key.fingerprint == fingerprint)
-    )
+    found = _key_or_none(event, fingerprint)
     if found is None:
         return render_template("key_unknown.html", event=event, fingerprint=fingerprint), 404
-    return render_template("key.html", event=event, key=found, me=current_attendee())
+    return _key_page(event, found)
+
+
+def _key_page(event: Event, key: Key, forms: dict | None = None, status: int = 200):
+    me = current_attendee()
+    mine = {}
+    if me is not None and me.event_id == event.id:
+        # Only the signer's own verifications of this key: never anyone else's (T3).
+        for v in verification.active_verifications(me):
+            if v.user_id.key_id == key.id:
+                mine.setdefault(v.user_id_id, []).append(v)
+    contexts = verification.event_contexts(event)
+    forms = forms or {}
+    for uid in key.user_ids:
+        if uid.id not in forms:
+            forms[uid.id] = _verification_form(contexts, prefix=f"u{uid.id}")
+    return render_template(
+        "key.html",
+        event=event,
+        key=key,
+        me=me,
+        mine=mine,
+        forms=forms,
+        own_key=me is not None and me.id == key.attendee_id,
+        owner_confirmed=key.attendee.entry_confirmed_at is not None,
+        verifying=event.state == "verifying",
+        withdraw_form=ButtonForm(),
+        context_labels=rules.CONTEXT_LABELS,
+    ), status
+
+
+def _verification_form(contexts, prefix: str) -> VerificationForm:
+    form = VerificationForm(prefix=prefix)
+    form.context.choices = [(c, c) for c in contexts]
+    form.basis.choices = [(b.id, b.label) for b in rules.BASES.values()]
+    return form
+
+
+@blueprint.route("/e/<event_id>/k/<fingerprint>/u/<int:uid_id>", methods=["POST"])
+def verify(event_id: str, fingerprint: str, uid_id: int):
+    """Record one verification of one user ID (P2): there is no other way in."""
+    event = _event_or_404(event_id)
+    key = _key_or_none(event, fingerprint)
+    user_id = db.session.get(UserID, uid_id)
+    if key is None or user_id is None or user_id.key_id != key.id:
+        abort(404)
+    # The signer is always the session's own attendee: no parameter can
+    # name anyone else (T2).
+    me = _require_me()
+    limited = _too_fast(f"verify:{me.id}", 60, 60)
+    if limited:
+        return limited
+    form = _verification_form(verification.event_contexts(event), prefix=f"u{uid_id}")
+    if not form.validate_on_submit():
+        flash(_("Choose a context and say how you know this person."), "error")
+        return _key_page(event, key, {uid_id: form}, 400)
+    recorded, refusal = verification.record(
+        me, me, user_id, form.context.data, form.basis.data, _now()
+    )
+    if refusal:
+        flash(f"{refusal.rule}: {refusal_message(refusal)}", "refusal")
+        return _key_page(event, key, {uid_id: form}, 409)
+    flash(
+        _("Recorded: you verified {uid} ({context}).", uid=user_id.text, context=recorded.context),
+        "ok",
+    )
+    return redirect(url_for("attendee.key", event_id=event.id, fingerprint=key.fingerprint))
+
+
+@blueprint.route("/me/verifications")
+def my_verifications():
+    attendee = _require_me()
+    return render_template(
+        "verifications.html",
+        attendee=attendee,
+        event=attendee.event,
+        verifications=verification.active_verifications(attendee),
+        withdraw_form=ButtonForm(),
+    )
+
+
+@blueprint.route("/v/<int:verification_id>/withdraw", methods=["POST"])
+def withdraw(verification_id: int):
+    me = current_attendee()
+    found = db.session.get(Verification, verification_id)
+    # Someone else's verification looks exactly like a missing one (T3, P5).
+    if found is None or me is None or found.signer_id != me.id:
+        abort(404)
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    refusal = verification.withdraw(found, me, _now())
+    if refusal:
+        flash(f"{refusal.rule}: {refusal_message(refusal)}", "refusal")
+    else:
+        flash(_("Withdrawn: it will not become a certification."), "ok")
+    target = request.form.get("next", "")
+    if not target.startswith("/") or target.startswith("//"):
+        target = url_for("attendee.my_verifications")
+    return redirect(target)
+
+
+@blueprint.app_context_processor
+def phone_context():
+    return {"me": current_attendee()} if has_request_context() else {}

@@ -1,0 +1,54 @@
+"""English and Japanese for the pages people see at the event.
+
+A small catalog instead of gettext machine files: the English sentence is
+the key, translations live in translations/<lang>.json, and a test checks
+that every sentence the pages and the rules can show has a translation.
+The language comes from the session (the switch on the page) or else the
+browser's Accept-Language.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+from flask import Flask
+from flask import has_request_context
+from flask import request
+from flask import session
+
+from keyparty.rules import Refusal
+
+LANGUAGES = {"en": "English", "ja": "日本語"}
+CATALOGS = Path(__file__).resolve().parent / "translations"
+
+
+@cache
+def catalog(lang: str) -> dict[str, str]:
+    path = CATALOGS / f"{lang}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def current_language() -> str:
+    if not has_request_context():
+        return "en"  # command-line output and files are English
+    chosen = session.get("lang")
+    if chosen in LANGUAGES:
+        return chosen
+    return request.accept_languages.best_match(list(LANGUAGES)) or "en"
+
+
+def gettext(text: str, **params) -> str:
+    """Translate `text`, then fill in its {placeholders}."""
+    translated = catalog(current_language()).get(text, text) if text else text
+    return translated.format(**params) if params else translated
+
+
+def refusal_message(refusal: Refusal) -> str:
+    return gettext(refusal.text, **refusal.params)
+
+
+def init_app(app: Flask) -> None:
+    app.jinja_env.globals.update(_=gettext, current_language=current_language, LANGUAGES=LANGUAGES)
+    app.jinja_env.filters["refusal"] = refusal_message

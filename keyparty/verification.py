@@ -1,0 +1,156 @@
+"""Verifications at the event: the signer's own decisions, one user ID at a time.
+
+The rules decide (keyparty.rules); this module gathers the facts they need
+from the database, stores the outcome, and records every refusal with its
+rule id for the event report.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from datetime import datetime
+
+from sqlalchemy import func
+from sqlalchemy import select
+
+from keyparty import rules
+from keyparty.extensions import db
+from keyparty.models import Attendee
+from keyparty.models import Event
+from keyparty.models import Key
+from keyparty.models import RefusalRecord
+from keyparty.models import UserID
+from keyparty.models import Verification
+from keyparty.rules import Refusal
+
+
+def _naive(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC)
+
+
+def event_contexts(event: Event) -> tuple[str, ...]:
+    return tuple(c.strip() for c in event.contexts.split(",") if c.strip())
+
+
+def event_pace(event: Event) -> rules.Pace:
+    return rules.Pace(
+        event.pace_min_gap_seconds, event.pace_window_seconds, event.pace_max_in_window
+    )
+
+
+def refuse(event: Event, refusal: Refusal) -> Refusal:
+    """Store a refusal for the event-wide report, and hand it back."""
+    db.session.add(RefusalRecord(event_id=event.id, rule=refusal.rule))
+    db.session.commit()
+    return refusal
+
+
+def confirm_entry(attendee: Attendee, now: datetime) -> Refusal | None:
+    """T4: the attendee says their entry and the list digest are right."""
+    refusal = rules.check_entry_confirmation(attendee.event.state)
+    if refusal:
+        return refuse(attendee.event, refusal)
+    if attendee.entry_confirmed_at is None:
+        attendee.entry_confirmed_at = _naive(now)
+        db.session.commit()
+    return None
+
+
+def active_verifications(signer: Attendee) -> list[Verification]:
+    return db.session.scalars(
+        select(Verification)
+        .where(Verification.signer_id == signer.id, Verification.withdrawn_at.is_(None))
+        .order_by(Verification.recorded_at)
+    ).all()
+
+
+def record(
+    signer: Attendee,
+    acting: Attendee | None,
+    user_id: UserID,
+    context: str,
+    basis: str,
+    now: datetime,
+) -> tuple[Verification | None, Refusal | None]:
+    """Record one verification of one user ID in one context, if the rules allow it."""
+    key: Key = user_id.key
+    event = signer.event
+    mine = active_verifications(signer)
+    same = next((v for v in mine if v.user_id_id == user_id.id and v.context == context), None)
+    if same is not None and same.basis == basis:
+        return same, None  # a second tap changes nothing
+    attempt = rules.VerificationAttempt(
+        event_state=event.state,
+        signer_id=signer.id,
+        acting_id=acting.id if acting else None,
+        owner_id=key.attendee_id,
+        owner_confirmed=key.attendee.entry_confirmed_at is not None,
+        key_fingerprint=key.fingerprint,
+        user_id_on_key=key.event_id == event.id and key.list_number is not None,
+        context=context,
+        event_contexts=event_contexts(event),
+        basis=basis,
+        earlier=tuple((v.user_id.key.fingerprint, _aware(v.recorded_at)) for v in mine),
+        now=now,
+        pace=event_pace(event),
+    )
+    refusal = rules.check_verification(attempt)
+    if refusal:
+        return None, refuse(event, refusal)
+    if same is not None:
+        same.withdrawn_at = _naive(now)  # the new basis replaces the old one
+    verification = Verification(
+        event_id=event.id,
+        signer_id=signer.id,
+        user_id_id=user_id.id,
+        context=context,
+        basis=basis,
+        level=rules.certification_level(basis),
+        recorded_at=_naive(now),
+    )
+    db.session.add(verification)
+    db.session.commit()
+    return verification, None
+
+
+def withdraw(verification: Verification, acting: Attendee | None, now: datetime) -> Refusal | None:
+    """P6: withdraw until signing starts; only its signer can (T2)."""
+    event = verification.signer.event
+    refusal = rules.check_withdrawal(
+        event.state, verification.signer_id, acting.id if acting else None
+    )
+    if refusal:
+        return refuse(event, refusal)
+    if verification.withdrawn_at is None:
+        verification.withdrawn_at = _naive(now)
+        db.session.commit()
+    return None
+
+
+def totals(event: Event) -> dict[str, int | dict[str, int]]:
+    """Event-wide totals only (P5): no count per attendee, anywhere."""
+
+    def count(*where) -> int:
+        return db.session.scalar(select(func.count()).select_from(Verification).where(*where))
+
+    in_event = Verification.event_id == event.id
+    refusals = db.session.execute(
+        select(RefusalRecord.rule, func.count())
+        .where(RefusalRecord.event_id == event.id)
+        .group_by(RefusalRecord.rule)
+        .order_by(RefusalRecord.rule)
+    ).all()
+    return {
+        "verifications": count(in_event, Verification.withdrawn_at.is_(None)),
+        "withdrawn": count(in_event, Verification.withdrawn_at.is_not(None)),
+        "confirmed entries": db.session.scalar(
+            select(func.count())
+            .select_from(Attendee)
+            .where(Attendee.event_id == event.id, Attendee.entry_confirmed_at.is_not(None))
+        ),
+        "refusals": dict(refusals),
+    }
