@@ -109,3 +109,27 @@ def registered_event(event):
 def frozen_event(registered_event):
     assert events.take_step(registered_event, "freeze") is None
     return registered_event
+
+
+def attendee_named(event, first_name: str):
+    return next(a for a in event.attendees if a.name.startswith(first_name))
+
+
+def phone_of(app, attendee):
+    """A test client whose session is that attendee's own (as after joining)."""
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["attendee_id"] = attendee.id
+    return client
+
+
+@pytest.fixture
+def verifying_event(frozen_event):
+    """Frozen, every owner confirmed their entry (T4), verifying started."""
+    from keyparty.models import utcnow
+
+    for attendee in frozen_event.attendees:
+        attendee.entry_confirmed_at = utcnow()
+    db.session.commit()
+    assert events.take_step(frozen_event, "start-verifying") is None
+    return frozen_event

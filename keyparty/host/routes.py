@@ -22,6 +22,7 @@ from flask import url_for
 
 from keyparty import events
 from keyparty import registration
+from keyparty import verification
 from keyparty.badges import badges_for
 from keyparty.extensions import db
 from keyparty.host.forms import CreateEventForm
@@ -97,6 +98,7 @@ def event(event_id: str):
         "host/event.html",
         event=event,
         counts=events.counts(event),
+        totals=verification.totals(event),
         step=step,
         step_label=STEPS[step][2] if step else None,
         step_form=StepForm(),
