@@ -3,27 +3,47 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 PYTHON  ?= python3
 STAMP   := $(VENV)/.installed
-# Debian packages keyparty needs at run time (gnupg) and to build its venv.
-APT_RUN := gnupg python3-venv
+# Debian packages: `system-run` ensures what keyparty needs at run time (gnupg)
+# and to build its venv; `system-test` adds what the browser tests need:
+# Debian's Chromium (driven by Playwright; no Playwright browser download) and
+# fonts that render Japanese.
+CHROMIUM := /usr/bin/chromium
+CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 
-.PHONY: setup system run test lint format bench fixtures clean
+.PHONY: setup system system-run system-test run test lint format bench fixtures clean
 
-setup: system $(STAMP)
+setup: system-run $(STAMP)
 
-# Installs missing system packages with apt when run as root; otherwise says
-# exactly what to install.
-system:
+# Installs the Debian packages listed in $$missing with apt when run as root;
+# otherwise says exactly what to install and fails. $(1) says who needs them.
+define apt_install
+if [ -n "$$missing" ]; then \
+  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+    echo "Installing:$$missing"; \
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+  else \
+    echo "$(1) need:$$missing. Install with: sudo apt-get install$$missing"; exit 1; \
+  fi; \
+fi
+endef
+
+system: system-run system-test
+
+# What `make run` needs: gnupg, python3-venv.
+system-run:
 	@missing=""; \
 	command -v gpg >/dev/null 2>&1 || missing="$$missing gnupg"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "Installing:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	  else \
-	    echo "keyparty needs:$$missing. Install with: sudo apt-get install$$missing"; exit 1; \
-	  fi; \
-	fi
+	$(call apt_install,keyparty's run-time and build steps)
+
+# What `make test` needs on top: chromium, fonts-noto-cjk (with their
+# dependencies about 130 packages, 200 MB to download, 620 MB installed;
+# about half a minute).
+system-test: system-run
+	@missing=""; \
+	[ -x $(CHROMIUM) ] || missing="$$missing chromium"; \
+	[ -e $(CJK_FONT) ] || missing="$$missing fonts-noto-cjk"; \
+	$(call apt_install,keyparty's browser tests)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +63,7 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: setup lint
+test: system-test setup lint
 	$(BIN)/pytest
 
 bench: setup
