@@ -75,6 +75,42 @@ def event_list() -> None:
         click.echo(f"{event.id}\t{event.state}\t{event.date or '-'}\t{event.name}")
 
 
+@event_group.command("set")
+@click.argument("event_id", metavar="EVENT")
+@click.option("--contexts", help="C1: comma-separated contexts, e.g. identity,email,pseudonym")
+@click.option("--pace-gap", type=int, help="P4: shortest gap between two people, seconds")
+@click.option("--pace-window", type=int, help="P4: the pace window, seconds")
+@click.option("--pace-max", type=int, help="P4: most people verified in one window")
+@with_appcontext
+def event_set(event_id: str, contexts, pace_gap, pace_window, pace_max) -> None:
+    """Change an event's contexts (C1) and pace (P4)."""
+    event = _event(event_id)
+    refusal = events.configure(event, contexts, pace_gap, pace_window, pace_max)
+    if refusal:
+        raise click.ClickException(str(refusal))
+    click.echo(
+        f"{event.id}: contexts {event.contexts}; pace: {event.pace_min_gap_seconds} s apart, "
+        f"at most {event.pace_max_in_window} in {event.pace_window_seconds} s"
+    )
+
+
+@click.command("relink")
+@click.argument("event_id", metavar="EVENT")
+@click.argument("fingerprint")
+@with_appcontext
+def relink_command(event_id: str, fingerprint: str) -> None:
+    """Issue a new join link for the attendee of FINGERPRINT (the old one stops working).
+
+    For an attendee who lost the phone their link was opened on.
+    """
+    event = _event(event_id)
+    try:
+        token = events.new_join_link(event, fingerprint)
+    except LookupError as missing:
+        raise click.ClickException(str(missing)) from None
+    click.echo(f"join link (give it to this attendee only): {_base_url()}/join/{token}")
+
+
 @click.command("import")
 @click.argument("event_id", metavar="EVENT")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
@@ -209,16 +245,33 @@ def init_command() -> None:
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
 @click.option("--threads", default=32, show_default=True, type=int)
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key")
 @with_appcontext
-def serve_command(host: str, port: int, threads: int) -> None:
-    """Serve keyparty with waitress, sized for a room of phones."""
+def serve_command(host: str, port: int, threads: int, tls_cert, tls_key) -> None:
+    """Serve keyparty with waitress, sized for a room of phones.
+
+    With --tls-cert and --tls-key it serves HTTPS, which phones need before
+    they give the in-page scanner their camera.
+    """
     import waitress
 
-    click.echo(f"Host pages (on this laptop only): http://localhost:{port}/host/")
+    if bool(tls_cert) != bool(tls_key):
+        raise click.ClickException("HTTPS needs both --tls-cert FILE and --tls-key FILE.")
+    scheme = "https" if tls_cert else "http"
+    click.echo(f"Host pages (on this laptop only): {scheme}://localhost:{port}/host/")
     for address in lan_addresses() if host in ("0.0.0.0", "::") else [host]:
-        click.echo(f"Phones on the local network:      http://{address}:{port}/")
+        click.echo(f"Phones on the local network:      {scheme}://{address}:{port}/")
+    app = current_app._get_current_object()
+    if tls_cert:
+        # waitress speaks no TLS; Werkzeug's threaded server does.
+        from werkzeug.serving import make_server
+
+        app.config["SESSION_COOKIE_SECURE"] = True
+        make_server(host, port, app, threaded=True, ssl_context=(tls_cert, tls_key)).serve_forever()
+        return
     waitress.serve(
-        current_app._get_current_object(),
+        app,
         host=host,
         port=port,
         threads=threads,
@@ -238,6 +291,7 @@ commands = [
     badges_command,
     status_command,
     rebuild_home_command,
+    relink_command,
     init_command,
     serve_command,
 ]

@@ -7,6 +7,7 @@ on the host page and its command always do the same thing.
 from __future__ import annotations
 
 import re
+import secrets
 import unicodedata
 from datetime import UTC
 from datetime import date
@@ -27,7 +28,11 @@ from keyparty.partylist import ListEntry
 from keyparty.partylist import digests
 from keyparty.partylist import render_party_list
 from keyparty.rules import STEPS
+from keyparty.registration import hash_token
+from keyparty.registration import normalize_fingerprint
+from keyparty.rules import Pace
 from keyparty.rules import Refusal
+from keyparty.rules import check_pace_settings
 from keyparty.rules import check_freeze
 from keyparty.rules import check_step
 
@@ -160,3 +165,47 @@ def rebuild_home(event: Event) -> int:
         if data:
             stage.import_keys(data, clean=False)
     return len(event.keys)
+
+
+def configure(
+    event: Event,
+    contexts: str | None = None,
+    pace_gap: int | None = None,
+    pace_window: int | None = None,
+    pace_max: int | None = None,
+) -> Refusal | None:
+    """Set the event's contexts (C1) and pace (P4); nothing changes if refused."""
+    names = [c.strip() for c in (contexts or event.contexts).split(",") if c.strip()]
+    if not names or any(not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", c) for c in names):
+        return Refusal(
+            "C1",
+            "Contexts are short lower-case names separated by commas, e.g. identity,email.",
+        )
+    pace = Pace(
+        pace_gap if pace_gap is not None else event.pace_min_gap_seconds,
+        pace_window if pace_window is not None else event.pace_window_seconds,
+        pace_max if pace_max is not None else event.pace_max_in_window,
+    )
+    refusal = check_pace_settings(pace)
+    if refusal:
+        return refusal
+    event.contexts = ",".join(names)
+    event.pace_min_gap_seconds = pace.min_gap_seconds
+    event.pace_window_seconds = pace.window_seconds
+    event.pace_max_in_window = pace.max_in_window
+    db.session.commit()
+    return None
+
+
+def new_join_link(event: Event, fingerprint: str) -> str:
+    """A fresh join token for the attendee of this key; the old one stops working."""
+    wanted = normalize_fingerprint(fingerprint)
+    key = next((k for k in event.keys if k.fingerprint == wanted), None)
+    if key is None:
+        raise LookupError(f"No key {wanted} at {event.id}; `keyparty status {event.id}`.")
+    token = secrets.token_urlsafe(18)
+    key.attendee.join_token_sha256 = hash_token(token)
+    # Sessions opened with the old link end too (a lost phone).
+    key.attendee.session_epoch += 1
+    db.session.commit()
+    return token

@@ -64,6 +64,8 @@ class Attendee(db.Model):
     join_token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     joined_at: Mapped[datetime | None]
+    # Bumped when the host issues a new join link: older sessions end.
+    session_epoch: Mapped[int] = mapped_column(default=0)
     # T4: the attendee confirmed their own entry and the list digest.
     entry_confirmed_at: Mapped[datetime | None]
 

@@ -103,3 +103,32 @@ def test_event_ids_are_unique_slugs(runner):
     second = runner.invoke(args=["event", "create", "Party"]).output.splitlines()[-1]
     assert (first, second) == ("party", "party-2")
     assert db.session.get(Event, "party-2").state == "registration"
+
+
+def test_the_host_sets_contexts_and_pace(runner, event):
+    result = runner.invoke(
+        args=["event", "set", event.id, "--contexts", "identity,email", "--pace-gap", "30"]
+    )
+    assert result.exit_code == 0, result.output
+    db.session.refresh(event)
+    assert (event.contexts, event.pace_min_gap_seconds) == ("identity,email", 30)
+    bad = runner.invoke(args=["event", "set", event.id, "--pace-window", "10"])
+    assert bad.exit_code != 0 and "P4" in bad.output
+    db.session.refresh(event)
+    assert event.pace_window_seconds == 300, "a refused setting changes nothing"
+
+
+def test_relink_ends_the_old_link_and_session(app, runner, registered_event):
+    from tests.conftest import attendee_named
+    from tests.conftest import phone_of
+
+    alice = attendee_named(registered_event, "Alice")
+    old_phone = phone_of(app, alice)
+    assert old_phone.get("/me").status_code == 200
+    result = runner.invoke(args=["relink", registered_event.id, alice.keys[0].fingerprint])
+    assert result.exit_code == 0, result.output
+    token = result.output.strip().rsplit("/", 1)[1]
+    assert old_phone.get("/me").status_code == 401
+    new_phone = app.test_client()
+    assert new_phone.get(f"/join/{token}").status_code == 302
+    assert new_phone.get("/me").status_code == 200

@@ -59,7 +59,10 @@ def _event_or_404(event_id: str) -> Event:
 def current_attendee() -> Attendee | None:
     """The attendee whose own session this is (T2), or None."""
     attendee_id = session.get("attendee_id")
-    return db.session.get(Attendee, attendee_id) if attendee_id else None
+    attendee = db.session.get(Attendee, attendee_id) if attendee_id else None
+    if attendee is None or session.get("epoch", 0) != attendee.session_epoch:
+        return None
+    return attendee
 
 
 def _too_fast(bucket: str, limit: int, per_seconds: int):
@@ -136,6 +139,7 @@ def join(token: str):
     lang = session.get("lang")
     session.clear()
     session["attendee_id"] = attendee.id
+    session["epoch"] = attendee.session_epoch
     if lang:
         session["lang"] = lang
     session.permanent = True
