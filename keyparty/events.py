@@ -27,13 +27,13 @@ from keyparty.models import Key
 from keyparty.partylist import ListEntry
 from keyparty.partylist import digests
 from keyparty.partylist import render_party_list
-from keyparty.rules import STEPS
 from keyparty.registration import hash_token
 from keyparty.registration import normalize_fingerprint
+from keyparty.rules import STEPS
 from keyparty.rules import Pace
 from keyparty.rules import Refusal
-from keyparty.rules import check_pace_settings
 from keyparty.rules import check_freeze
+from keyparty.rules import check_pace_settings
 from keyparty.rules import check_step
 
 
