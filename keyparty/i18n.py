@@ -46,7 +46,9 @@ def gettext(text: str, **params) -> str:
 
 
 def refusal_message(refusal: Refusal) -> str:
-    return gettext(refusal.text, **refusal.params)
+    # Values such as a state or context name are catalog words too.
+    params = {k: gettext(v) if isinstance(v, str) else v for k, v in refusal.params.items()}
+    return gettext(refusal.text, **params)
 
 
 def init_app(app: Flask) -> None:
