@@ -9,6 +9,8 @@ plain BEGIN. PostgreSQL needs none of this.
 
 from __future__ import annotations
 
+import functools
+
 from flask import Flask
 from flask import has_request_context
 from flask import request
@@ -42,5 +44,21 @@ def _sqlite_connect(dbapi_connection, _record) -> None:
 
 
 def _sqlite_begin(connection) -> None:
-    reading = has_request_context() and request.method in READ_ONLY_METHODS
+    reading = (
+        has_request_context()
+        and request.method in READ_ONLY_METHODS
+        and not getattr(request, "keyparty_writes", False)
+    )
     connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
+
+
+def writes(view):
+    """Mark a GET view that writes (a join link redeems its token), so its
+    transaction takes the write lock up front like a POST's."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        request.keyparty_writes = True
+        return view(*args, **kwargs)
+
+    return wrapper

@@ -21,6 +21,7 @@ from markupsafe import Markup
 from keyparty import events
 from keyparty import registration
 from keyparty import rules
+from keyparty import storage
 from keyparty import verification
 from keyparty.attendee.forms import ButtonForm
 from keyparty.attendee.forms import ConfirmEntryForm
@@ -123,6 +124,7 @@ def register(event_id: str):
 
 
 @blueprint.route("/join/<token>")
+@storage.writes
 def join(token: str):
     attendee = db.session.scalar(
         db.select(Attendee).where(Attendee.join_token_sha256 == registration.hash_token(token))
