@@ -240,6 +240,83 @@ def check_version(version: tuple[int, ...] | None) -> None:
         )
 
 
+@dataclass(frozen=True)
+class CertificationRecord:
+    """One signature on a user ID, as `gpg --check-sigs` judged it."""
+
+    key_fingerprint: str
+    user_id: str
+    issuer_fingerprint: str
+    created: datetime | None
+    validity: str  # "!" good, "-" bad, "?" issuer key missing, "%" other error
+    sig_class: str  # e.g. "13x": level 3, exportable; "13l": local
+
+
+@dataclass
+class CertifyOutcome:
+    """What gpg said about one --quick-sign-key run."""
+
+    returncode: int
+    status: list[tuple[str, str]]
+    stderr: str
+
+    @property
+    def already_signed(self) -> bool:
+        return any(k == "ALREADY_SIGNED" for k, _ in self.status)
+
+    @property
+    def problem(self) -> str | None:
+        """A plain sentence for a failure, or None when gpg succeeded."""
+        keywords = {k for k, _ in self.status}
+        if "BAD_PASSPHRASE" in keywords or "Bad passphrase" in self.stderr:
+            return "wrong passphrase"
+        if "can't connect to the agent" in self.stderr or "no gpg-agent running" in self.stderr:
+            return (
+                "gpg cannot reach its agent (gpg-agent); check that it runs "
+                "(`gpgconf --launch gpg-agent`) and that the GnuPG home path is short"
+            )
+        if "NO_SECKEY" in keywords or "INV_SGNR" in keywords or "No secret key" in self.stderr:
+            return "no secret key for the signing key in this GnuPG home"
+        if "KEYEXPIRED" in keywords or "SIGEXPIRED" in keywords:
+            return "the signing key has expired"
+        if "KEYREVOKED" in keywords:
+            return "the signing key is revoked"
+        if self.returncode != 0 or "FAILURE" in keywords or "ERROR" in keywords:
+            last = self.stderr.strip().splitlines()[-1:] or ["no message"]
+            return f"gpg failed: {last[0]}"
+        return None
+
+
+def parse_signature_listing(text: str) -> list[CertificationRecord]:
+    """Parse `--check-sigs --with-colons` output into one record per signature on a user ID."""
+    records: list[CertificationRecord] = []
+    key = None
+    user_id = None
+    expect_key_fpr = False
+    for line in text.splitlines():
+        f = line.split(":")
+        if f[0] == "pub":
+            key, user_id, expect_key_fpr = None, None, True
+        elif f[0] == "fpr" and expect_key_fpr:
+            key, expect_key_fpr = f[9], False
+        elif f[0] == "sub":
+            user_id = None  # signatures from here on bind subkeys
+        elif f[0] == "uid":
+            user_id = _unescape(f[9])
+        elif f[0] == "sig" and key and user_id is not None:
+            records.append(
+                CertificationRecord(
+                    key_fingerprint=key,
+                    user_id=user_id,
+                    issuer_fingerprint=f[12] if len(f) > 12 else "",
+                    created=_utc(f[5]),
+                    validity=f[1],
+                    sig_class=f[10],
+                )
+            )
+    return records
+
+
 class GnuPGHome:
     """One GnuPG home directory, holding public keys only."""
 
@@ -265,9 +342,13 @@ class GnuPGHome:
 
     # -- running ---------------------------------------------------------
 
-    def _run(self, args: list[str], data: bytes = b"") -> _Run:
+    def _run(self, args: list[str], data: bytes = b"", passphrase: str | None = None) -> _Run:
         result = _Run()
-        process = self.gpg._open_subprocess(args)
+        # With a passphrase python-gnupg adds --pinentry-mode loopback
+        # --passphrase-fd 0: it goes first on stdin, one line.
+        process = self.gpg._open_subprocess(args, passphrase is not None)
+        if passphrase is not None:
+            data = passphrase.encode("utf-8") + b"\n" + data
         timer = threading.Timer(self.timeout, process.kill)
         timer.daemon = True
         timer.start()
@@ -328,6 +409,56 @@ class GnuPGHome:
             return []
         run = self._run(["--list-keys", "--with-fingerprint", "--with-fingerprint", *wanted])
         return parse_key_listing(run.data.decode("utf-8", "surrogateescape"))
+
+    def secret_keys(self) -> list[KeyRecord]:
+        """The keys this home can sign with (their secret parts stay with gpg-agent)."""
+        run = self._run(["--list-secret-keys", "--with-fingerprint"])
+        return parse_key_listing(
+            run.data.decode("utf-8", "surrogateescape").replace("sec:", "pub:")
+        )
+
+    def certifications(self, fingerprints: Iterable[str]) -> list[CertificationRecord]:
+        """Every signature on the user IDs of these keys, checked by gpg."""
+        wanted = list(fingerprints)
+        if not wanted:
+            return []
+        run = self._run(["--check-sigs", *wanted])
+        return parse_signature_listing(run.data.decode("utf-8", "surrogateescape"))
+
+    def certify(
+        self,
+        signer: str,
+        key: str,
+        user_ids: list[str],
+        level: int,
+        expires_days: int,
+        notations: dict[str, str],
+        policy_url: str | None = None,
+        force: bool = False,
+        passphrase: str | None = None,
+    ) -> CertifyOutcome:
+        """Certify exactly these user IDs of `key` with `signer`, in one gpg run.
+
+        Each user ID is matched exactly ("=uid"), never as a substring.
+        `force` adds a certification next to the signer's existing one on the
+        same user ID (another context); gpg otherwise says ALREADY_SIGNED.
+        """
+        args = ["--local-user", signer, "--no-ask-cert-level", "--no-ask-cert-expire"]
+        args += ["--default-cert-level", str(level), "--default-cert-expire", f"{expires_days}d"]
+        for name, value in notations.items():
+            args += ["--cert-notation", f"{name}={value}"]
+        if policy_url:
+            args += ["--cert-policy-url", policy_url]
+        if force:
+            args.append("--force-sign-key")
+        args += ["--quick-sign-key", key, *(f"={uid}" for uid in user_ids)]
+        run = self._run(args, passphrase=passphrase)
+        return CertifyOutcome(run.returncode or 0, run.status, run.stderr)
+
+    def export_user_id(self, fingerprint: str, user_id: str) -> bytes:
+        """The key with only this user ID and the signatures on it."""
+        keep = f"keep-uid=uid = {user_id}"
+        return self._run(["--export", "--export-filter", keep, fingerprint]).data
 
     def export(self, fingerprints: Iterable[str], armor: bool = False) -> bytes:
         """Export keys with every signature they hold here (never export-minimal)."""
