@@ -49,11 +49,13 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    from keyparty.api.routes import blueprint as api
     from keyparty.attendee.routes import blueprint as attendee
     from keyparty.host.routes import blueprint as host
 
     app.register_blueprint(attendee)
     app.register_blueprint(host)
+    app.register_blueprint(api)
 
 
 def register_commands(app: Flask) -> None:

@@ -12,9 +12,13 @@ from flask.cli import FlaskGroup
 from flask.cli import with_appcontext
 
 from keyparty import events
+from keyparty import intake
 from keyparty import registration
+from keyparty import signing
 from keyparty.badges import badges_for
 from keyparty.config import DEFAULT_PORT
+from keyparty.gpg import GnuPGHome
+from keyparty.gpg import default_gnupg_home
 from keyparty.network import lan_addresses
 from keyparty.network import public_base_url
 from keyparty.partylist import group_digest
@@ -282,6 +286,109 @@ def serve_command(host: str, port: int, threads: int, tls_cert, tls_key) -> None
     )
 
 
+@click.command("intake")
+@click.argument("event_id", metavar="EVENT")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@with_appcontext
+def intake_command(event_id: str, files: tuple[str, ...]) -> None:
+    """Check certifications that came by mail or USB stick, and keep what passes.
+
+    Exits non-zero when any certification was refused.
+    """
+    event = _event(event_id)
+    uploads = [(Path(name).name, Path(name).read_bytes()) for name in files]
+    outcomes = intake.take_in(event, uploads)
+    for o in outcomes:
+        what = f"{o.target or '?'} {o.user_id or ''} [{o.context or '-'}] by {o.issuer or '?'}"
+        if o.status == "refused":
+            click.echo(f"refused   {o.source}: {what}: {o.rule}: {o.message}", err=True)
+        else:
+            click.echo(f"{o.status:9} {o.source}: {what}")
+    refused = sum(o.status == "refused" for o in outcomes)
+    accepted = sum(o.status == "accepted" for o in outcomes)
+    click.echo(
+        f"{accepted} accepted, {refused} refused, {len(outcomes) - accepted - refused} duplicate"
+    )
+    if refused:
+        sys.exit(1)
+
+
+@click.command("sign")
+@click.argument("source")
+@click.option(
+    "--token", envvar="KEYPARTY_SIGNING_TOKEN", help="Signing token from your phone page."
+)
+@click.option(
+    "--homedir", type=click.Path(file_okay=False), help="Your GnuPG home (default: GnuPG's)."
+)
+@click.option("--local-user", "local_users", multiple=True, help="Sign with this key (repeatable).")
+@click.option(
+    "--out", type=click.Path(file_okay=False), default="keyparty-certifications", show_default=True
+)
+@click.option("--no-upload", is_flag=True, help="Only write the files (offline signing).")
+@click.option("--digest", help="The party list digest read aloud (skips the question).")
+@click.option("--passphrase-fd", type=int, help="Read the passphrase from this file descriptor.")
+def sign_command(
+    source, token, homedir, local_users, out, no_upload, digest, passphrase_fd
+) -> None:
+    """Certify what you verified at the event, with your own key and GnuPG.
+
+    SOURCE is the event address shown on your phone (with --token), or a
+    signing bundle file downloaded from your phone page.
+    """
+    try:
+        _sign(
+            source, token, homedir, list(local_users), Path(out), no_upload, digest, passphrase_fd
+        )
+    except signing.SigningError as problem:
+        raise click.ClickException(str(problem)) from None
+
+
+def _sign(source, token, homedir, local_users, out, no_upload, digest, passphrase_fd) -> None:
+    bundle = signing.load_bundle(source, token)
+    signing.check_bundle(bundle)
+    event = bundle["event"]
+    click.echo(f"{event['name']} ({event['id']}): {len(bundle['verifications'])} verifications.")
+    sums = signing.party_list_digests(bundle)
+    click.echo("Party list SHA256: " + " ".join(group_digest(sums["SHA256"])))
+    if digest is not None:
+        if not signing.check_digest(bundle, digest):
+            raise signing.SigningError("That digest is not the party list's: nothing certified.")
+    elif not click.confirm("Does it match the digest read aloud at the event?"):
+        raise signing.SigningError("Digest not confirmed: nothing certified.")
+    home = GnuPGHome(homedir or default_gnupg_home(), create=False, agent=True)
+    signers = signing.choose_signers(home, bundle, local_users)
+    passphrase = None
+    if passphrase_fd is not None:
+        with open(passphrase_fd, closefd=False) as stream:
+            passphrase = stream.readline().rstrip("\n")
+    tasks = signing.plan(bundle, signers, set())
+    with click.progressbar(length=len(tasks), label="Certifying") as bar:
+        report = signing.certify_all(home, bundle, signers, passphrase, lambda _task: bar.update(1))
+    files = signing.write_files(home, bundle, signers, out)
+    click.echo(
+        f"made {len(report.made)}, skipped {len(report.skipped)}, failed {len(report.failed)}; "
+        f"{len(files)} files in {out}"
+    )
+    for fingerprint, uid, context, why in report.failed:
+        click.echo(f"failed   {fingerprint} {uid} [{context}]: {why}", err=True)
+    if no_upload or not files:
+        return
+    if not token:
+        click.echo(
+            "Not uploaded (no --token): give the files to the host, or run again with --token."
+        )
+        return
+    outcomes = signing.upload(bundle, token, files)
+    for o in outcomes:
+        line = f"{o['status']:9} {o.get('fingerprint') or ''} {o.get('user_id') or ''} [{o.get('context') or '-'}]"
+        if o["status"] not in ("accepted", "duplicate"):
+            line += f": {o.get('rule') or ''} {o.get('message')}"
+        click.echo(line)
+    if report.failed or any(o["status"] not in ("accepted", "duplicate") for o in outcomes):
+        sys.exit(1)
+
+
 commands = [
     event_group,
     import_command,
@@ -291,6 +398,7 @@ commands = [
     badges_command,
     status_command,
     rebuild_home_command,
+    intake_command,
     relink_command,
     init_command,
     serve_command,
@@ -307,4 +415,6 @@ def main() -> None:
         load_dotenv=False,
         help="keyparty: run a PGP key-signing party.",
     )
+    # Runs on the signer's machine: needs no instance, database or app.
+    cli.add_command(sign_command)
     cli.main(prog_name="keyparty")

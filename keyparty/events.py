@@ -163,7 +163,7 @@ def rebuild_home(event: Event) -> int:
             (stage.path / name).unlink(missing_ok=True)
         data = b"".join(openpgp.dearmor(key.armored.encode()) for key in event.keys)
         if data:
-            stage.import_keys(data, clean=False)
+            stage.import_keys(data, options=None)
     return len(event.keys)
 
 

@@ -42,7 +42,10 @@ BASE_OPTIONS = [
 ]
 # Import from strangers: only self-signatures survive, so a flood of
 # third-party signatures costs nothing and nothing rests on them (T2).
-CLEAN_IMPORT = ["--import-options", "self-sigs-only,import-clean"]
+STRANGER_KEYS = "self-sigs-only,import-clean"
+# Into a signer's own keyring: take only self-signatures of what comes in,
+# and leave everything already there as it is.
+INTO_OWN_KEYRING = "self-sigs-only"
 KEYRING_FILES = ("pubring.kbx", "trustdb.gpg")
 MIN_VERSION = (2, 2, 36)
 
@@ -317,14 +320,32 @@ def parse_signature_listing(text: str) -> list[CertificationRecord]:
     return records
 
 
+def default_gnupg_home() -> Path:
+    """GnuPG's own default, for a signer's `keyparty sign` on their machine."""
+    return Path(os.environ.get("GNUPGHOME") or Path.home() / ".gnupg")
+
+
 class GnuPGHome:
     """One GnuPG home directory, holding public keys only."""
 
-    def __init__(self, path: str | os.PathLike, binary: str = "gpg", timeout: float = 120) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        binary: str = "gpg",
+        timeout: float = 120,
+        create: bool = True,
+        agent: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.binary = binary
         self.timeout = timeout
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Homes of public keys never need gpg-agent; gpg would start one per
+        # home anyway and leave it running. A signer's own home needs it.
+        self.options = BASE_OPTIONS + ([] if agent else ["--no-autostart"])
+        if create:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        elif not self.path.is_dir():
+            raise GnuPGError(f"No GnuPG home at {self.path}: give the right one with --homedir.")
         self._gpg: _BoundedGPG | None = None
 
     @property
@@ -333,7 +354,7 @@ class GnuPGHome:
             self._gpg = _BoundedGPG(
                 gpgbinary=self.binary,
                 gnupghome=str(self.path),
-                options=BASE_OPTIONS,
+                options=self.options,
                 encoding="utf-8",
             )
             self._gpg.buffer_size = 1 << 16
@@ -385,9 +406,12 @@ class GnuPGHome:
 
     # -- keys ------------------------------------------------------------
 
-    def import_keys(self, data: bytes, clean: bool = True) -> ImportOutcome:
-        """Import key data; judged by status lines (gpg exits 0 while skipping keys)."""
-        run = self._run(["--import", *(CLEAN_IMPORT if clean else [])], data)
+    def import_keys(self, data: bytes, options: str | None = STRANGER_KEYS) -> ImportOutcome:
+        """Import key data; judged by status lines (gpg exits 0 while skipping keys).
+
+        `options` are gpg's --import-options; None imports everything as is.
+        """
+        run = self._run(["--import", *(["--import-options", options] if options else [])], data)
         outcome = ImportOutcome()
         for keyword, value in run.status:
             parts = value.split()
@@ -498,6 +522,7 @@ class GnuPGHome:
 class StagedHome(GnuPGHome):
     def __init__(self, path: Path, origin: GnuPGHome) -> None:
         super().__init__(path, origin.binary, origin.timeout)
+        self.options = origin.options
         self.origin = origin
 
     def reset(self) -> None:

@@ -44,6 +44,14 @@ class Event(db.Model):
     pace_min_gap_seconds: Mapped[int] = mapped_column(default=20)
     pace_window_seconds: Mapped[int] = mapped_column(default=300)
     pace_max_in_window: Mapped[int] = mapped_column(default=10)
+    # D1: certifications expire; the default and the longest allowed.
+    cert_expiry_days: Mapped[int] = mapped_column(default=365)
+    cert_expiry_cap_days: Mapped[int] = mapped_column(default=730)
+    # D3: certifications are made within this many days after the event.
+    signing_window_days: Mapped[int] = mapped_column(default=30)
+    # C1: notations are written as context@DOMAIN and event@DOMAIN.
+    notation_domain: Mapped[str] = mapped_column(String(100), default="keyparty.org")
+    policy_url: Mapped[str | None] = mapped_column(String(500))
 
     attendees: Mapped[list[Attendee]] = relationship(
         back_populates="event", cascade="all, delete-orphan", order_by="Attendee.id"
@@ -66,6 +74,8 @@ class Attendee(db.Model):
     joined_at: Mapped[datetime | None]
     # Bumped when the host issues a new join link: older sessions end.
     session_epoch: Mapped[int] = mapped_column(default=0)
+    # `keyparty sign` authenticates with this (hashed; shown once on the phone).
+    signing_token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
     # T4: the attendee confirmed their own entry and the list digest.
     entry_confirmed_at: Mapped[datetime | None]
 
@@ -146,3 +156,42 @@ class RefusalRecord(db.Model):
     event_id: Mapped[str] = mapped_column(ForeignKey("event.id", ondelete="CASCADE"), index=True)
     rule: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Certification(db.Model):
+    """An uploaded certification and what intake decided about it.
+
+    Accepted ones hold the minimal key (primary key, the user ID, its
+    self-signatures and this certification) that was merged into the event
+    keyring; refused ones keep the rule id and the reason.
+    """
+
+    __tablename__ = "certification"
+    __table_args__ = (UniqueConstraint("event_id", "signature_sha256"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("event.id", ondelete="CASCADE"), index=True)
+    signer_id: Mapped[int | None] = mapped_column(ForeignKey("attendee.id", ondelete="CASCADE"))
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("key.id", ondelete="CASCADE"))
+    user_id_id: Mapped[int | None] = mapped_column(ForeignKey("user_id.id", ondelete="CASCADE"))
+    verification_id: Mapped[int | None] = mapped_column(ForeignKey("verification.id"))
+    issuer_fingerprint: Mapped[str | None] = mapped_column(String(40))
+    target_fingerprint: Mapped[str | None] = mapped_column(String(40))
+    user_id_text: Mapped[str | None] = mapped_column(Text)
+    context: Mapped[str | None] = mapped_column(String(40))
+    level: Mapped[int | None]
+    created: Mapped[datetime | None]
+    expires: Mapped[datetime | None]
+    # Identifies the signature packet: a replay changes nothing.
+    signature_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20))
+    rule: Mapped[str | None] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    armored: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # O1 (delivery and consent): None until the key owner decides.
+    owner_decision: Mapped[str | None] = mapped_column(String(20))
+
+    signer: Mapped[Attendee | None] = relationship()
+    key: Mapped[Key | None] = relationship()
+    user_id: Mapped[UserID | None] = relationship()

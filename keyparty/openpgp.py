@@ -10,25 +10,39 @@ a keyring is split into one block per key so each key is judged on its own.
 This module reports facts about each key (version, algorithms, sizes, user IDs); it
 does not judge them. Whether a v3 key or a 1024-bit RSA key is acceptable is decided
 by the caller (keyparty.keycheck).
+
+For uploaded certifications it also reads each signature's subpackets (context
+notations, level, expiry, trust and regular-expression subpackets, exportability)
+before GnuPG sees them, since GnuPG drops some without a word, and rebuilds a minimal
+key that holds one user ID and exactly the certifications the host accepted. It does
+not check any signature cryptographically: that is GnuPG's job.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import binascii
 import hashlib
 import re
 from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field
 
 __all__ = [
     "KeyBlock",
     "KeyComponent",
     "KeyMaterialRefused",
+    "Signature",
+    "UserIDSignatures",
     "armor",
     "dearmor",
     "is_armored",
+    "minimal_key",
+    "primary_key_packet",
     "read_keys",
+    "user_id_signatures",
 ]
 
 # --- Refusals -------------------------------------------------------------------------
@@ -177,6 +191,7 @@ def _x_power_mod(exponent: int) -> int:
     return result
 
 
+@functools.lru_cache(maxsize=512)
 def _fold_point(half: int) -> tuple[int, int]:
     """A split point k <= half, and x^k mod P, for which x^k mod P has few set bits.
 
@@ -376,6 +391,7 @@ def armor(data: bytes, block: str = "PUBLIC KEY BLOCK") -> str:
 
 # --- Packets (RFC 9580 section 4) -----------------------------------------------------
 
+_TAG_SIGNATURE = 2
 _TAG_SECRET_KEY = 5
 _TAG_PUBLIC_KEY = 6
 _TAG_SECRET_SUBKEY = 7
@@ -383,6 +399,7 @@ _TAG_COMPRESSED = 8
 _TAG_MARKER = 10
 _TAG_USER_ID = 13
 _TAG_PUBLIC_SUBKEY = 14
+_TAG_USER_ATTRIBUTE = 17
 
 # Only data packets may use partial (new format) or indeterminate (old format)
 # lengths; in a key such a length means the input is not a key stream at all.
@@ -628,3 +645,382 @@ def read_keys(data: bytes) -> list[KeyBlock]:
         raise _refuse("no-key")
     blocks.append(current.block(buf, len(buf)))
     return blocks
+
+
+# --- Signatures (RFC 4880 5.2, RFC 9580 5.2) ------------------------------------------
+
+# Subpacket types (RFC 9580 5.2.3.7 onwards).
+_SUB_CREATED = 2
+_SUB_EXPIRES = 3
+_SUB_EXPORTABLE = 4
+_SUB_TRUST = 5
+_SUB_REGEXP = 6
+_SUB_ISSUER = 16
+_SUB_NOTATION = 20
+_SUB_POLICY_URL = 26
+_SUB_ISSUER_FPR = 33
+
+# Subpacket types defined by RFC 4880, RFC 9580 or LibrePGP. A critical subpacket of any
+# other type makes the signature invalid (RFC 9580 5.2.3.7); it is reported in
+# Signature.critical_unknown. Reserved numbers (8, 10, 13-15, 17-19, 36) and the
+# private range (100-110) are not known.
+_KNOWN_SUBPACKETS = frozenset({2, 3, 4, 5, 6, 7, 9, 11, 12, 16, *range(20, 36), 37, 38, 39})
+
+# Subpackets whose value has a fixed size; any other size is a malformed signature.
+_FIXED_SIZE = {_SUB_CREATED: 4, _SUB_EXPIRES: 4, _SUB_EXPORTABLE: 1, _SUB_TRUST: 2, _SUB_ISSUER: 8}
+# Issuer fingerprint: key version -> fingerprint size.
+_FINGERPRINT_SIZE = {4: 20, 5: 32, 6: 32}
+
+_CERTIFICATIONS = frozenset({0x10, 0x11, 0x12, 0x13})
+_CERTIFICATION_REVOCATION = 0x30
+_DIRECT_KEY = 0x1F
+_KEY_REVOCATION = 0x20
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One signature packet, as far as this module reads it.
+
+    Nothing here is verified: `issuer_*` say who the signature *claims* to be from.
+    Subpackets that describe the signature (created, expiry, exportable, trust,
+    regular expressions, notations, policy URL) are read from the hashed area only; the
+    issuer is read from the hashed area, else from the unhashed one.
+
+    Fully read for versions 4 and 6. Version 3 (and 2) signatures carry no subpackets:
+    their type, algorithms, creation time and issuer key ID come from the header. For
+    other versions only `version`, and for version 5 `sig_type` and the two algorithms,
+    are read; unread integers are 0 and optional fields None.
+
+    `expires_after` is None when the signature never expires (no subpacket, or 0).
+    `regexps` are the raw subpacket values, usually with the terminating NUL octet that
+    the RFC prescribes (GnuPG writes `<[^>]+[@.]example\\.org>$` followed by NUL).
+    `notations` are (name, value, human-readable flag), hashed ones only, in order.
+    `critical_unknown` lists, in order and once each, the types of hashed subpackets
+    that are marked critical and not defined by RFC 4880, RFC 9580 or LibrePGP; per
+    RFC 9580 such a signature is invalid.
+    """
+
+    raw: bytes
+    version: int
+    sig_type: int
+    pubkey_algorithm: int
+    hash_algorithm: int
+    created: int | None
+    expires_after: int | None
+    exportable: bool
+    trust: tuple[int, int] | None
+    regexps: tuple[bytes, ...]
+    notations: tuple[tuple[str, bytes, bool], ...]
+    policy_url: str | None
+    issuer_fingerprint: str | None
+    issuer_key_id: str | None
+    critical_unknown: tuple[int, ...]
+
+    @property
+    def level(self) -> int | None:
+        """Certification level 0-3 for types 0x10-0x13, None for any other type."""
+        return self.sig_type - 0x10 if self.sig_type in _CERTIFICATIONS else None
+
+    def notation(self, name: str) -> bytes | None:
+        """The value of the first hashed notation called `name`, or None."""
+        for notation_name, value, _ in self.notations:
+            if notation_name == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True)
+class UserIDSignatures:
+    """A User ID and every signature packet that follows it in the key, in order,
+    up to the next user ID, user attribute or subkey: self-signatures, third-party
+    certifications and revocations alike."""
+
+    user_id: bytes
+    user_id_raw: bytes
+    signatures: tuple[Signature, ...]
+
+
+def _malformed(start: int, what: str) -> KeyMaterialRefused:
+    return _refuse("not-openpgp", f"the signature at byte {start} {what}")
+
+
+@dataclass
+class _Subpackets:
+    """What the subpacket areas of one signature say (see Signature)."""
+
+    created: int | None = None
+    expires_after: int | None = None
+    exportable: bool = True
+    trust: tuple[int, int] | None = None
+    policy_url: str | None = None
+    issuer_fingerprint: str | None = None
+    issuer_key_id: str | None = None
+    unhashed_fingerprint: str | None = None
+    unhashed_key_id: str | None = None
+    regexps: list[bytes] = field(default_factory=list)
+    notations: list[tuple[str, bytes, bool]] = field(default_factory=list)
+    critical_unknown: list[int] = field(default_factory=list)
+
+
+def _read_subpackets(
+    buf: bytes, pos: int, end: int, hashed: bool, found: _Subpackets, start: int
+) -> None:
+    """Read the subpacket area buf[pos:end] into `found` (RFC 4880 5.2.3.1).
+
+    Raises KeyMaterialRefused("not-openpgp") for a malformed area, or a malformed
+    subpacket of a type read here; other types are skipped.
+    """
+    while pos < end:
+        first = buf[pos]
+        if first < 192:
+            length = first
+            pos += 1
+        elif first < 255:
+            if pos + 2 > end:
+                raise _malformed(start, "has a cut-off subpacket length")
+            length = ((first - 192) << 8) + buf[pos + 1] + 192
+            pos += 2
+        else:
+            if pos + 5 > end:
+                raise _malformed(start, "has a cut-off subpacket length")
+            length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
+            pos += 5
+        if length == 0:
+            raise _malformed(start, "has an empty subpacket")
+        stop = pos + length
+        if stop > end:
+            raise _malformed(start, "has a subpacket that runs past its area")
+        octet = buf[pos]
+        kind = octet & 0x7F
+        value_at = pos + 1
+        size = length - 1
+        pos = stop
+        if kind in _FIXED_SIZE and size != _FIXED_SIZE[kind]:
+            raise _malformed(start, "has a subpacket of the wrong size")
+        if kind == _SUB_ISSUER:
+            key_id = buf[value_at:stop].hex().upper()
+            if hashed:
+                found.issuer_key_id = found.issuer_key_id or key_id
+            else:
+                found.unhashed_key_id = found.unhashed_key_id or key_id
+            continue
+        if kind == _SUB_ISSUER_FPR:
+            if size < 1:
+                raise _malformed(start, "has a subpacket of the wrong size")
+            expected = _FINGERPRINT_SIZE.get(buf[value_at])
+            if expected is None:
+                continue  # a key version we do not know: not an error
+            if size != 1 + expected:
+                raise _malformed(start, "has a subpacket of the wrong size")
+            fingerprint = buf[value_at + 1 : stop].hex().upper()
+            if hashed:
+                found.issuer_fingerprint = found.issuer_fingerprint or fingerprint
+            else:
+                found.unhashed_fingerprint = found.unhashed_fingerprint or fingerprint
+            continue
+        if not hashed:
+            continue  # nothing else outside the signed data is trusted or needed
+        if kind == _SUB_CREATED and found.created is None:
+            found.created = int.from_bytes(buf[value_at:stop], "big")
+        elif kind == _SUB_EXPIRES and found.expires_after is None:
+            found.expires_after = int.from_bytes(buf[value_at:stop], "big") or None
+        elif kind == _SUB_EXPORTABLE:
+            # Any "not exportable" wins: a local signature must never be passed on.
+            found.exportable = found.exportable and buf[value_at] != 0
+        elif kind == _SUB_TRUST and found.trust is None:
+            found.trust = (buf[value_at], buf[value_at + 1])
+        elif kind == _SUB_REGEXP:
+            found.regexps.append(buf[value_at:stop])
+        elif kind == _SUB_NOTATION:
+            # flags(4), name length(2), value length(2), name, value
+            if size < 8:
+                raise _malformed(start, "has a notation of the wrong size")
+            name_length = int.from_bytes(buf[value_at + 4 : value_at + 6], "big")
+            value_length = int.from_bytes(buf[value_at + 6 : value_at + 8], "big")
+            if 8 + name_length + value_length != size:
+                raise _malformed(start, "has a notation of the wrong size")
+            name_at = value_at + 8
+            name = buf[name_at : name_at + name_length].decode("utf-8", errors="replace")
+            value = buf[name_at + name_length : stop]
+            found.notations.append((name, value, bool(buf[value_at] & 0x80)))
+        elif kind == _SUB_POLICY_URL and found.policy_url is None:
+            found.policy_url = buf[value_at:stop].decode("utf-8", errors="replace")
+        if octet & 0x80 and kind not in _KNOWN_SUBPACKETS and kind not in found.critical_unknown:
+            found.critical_unknown.append(kind)
+
+
+def _signature(buf: bytes, start: int, body_start: int, end: int) -> Signature:
+    """Read the signature packet buf[start:end] whose body starts at `body_start`.
+
+    Raises KeyMaterialRefused("not-openpgp") if a version 3, 4 or 6 signature is
+    malformed (header cut off, subpacket area malformed or running past the packet).
+    """
+    raw = buf[start:end]
+    size = end - body_start
+    version = buf[body_start] if size else 0
+    if version in (2, 3):
+        # version, hashed length (5), type, created(4), key id(8), algorithms(2), left16(2)
+        if size < 19 or buf[body_start + 1] != 5:
+            raise _malformed(start, "has a malformed header")
+        p = body_start
+        return Signature(
+            raw=raw,
+            version=version,
+            sig_type=buf[p + 2],
+            pubkey_algorithm=buf[p + 15],
+            hash_algorithm=buf[p + 16],
+            created=int.from_bytes(buf[p + 3 : p + 7], "big"),
+            expires_after=None,
+            exportable=True,
+            trust=None,
+            regexps=(),
+            notations=(),
+            policy_url=None,
+            issuer_fingerprint=None,
+            issuer_key_id=buf[p + 7 : p + 15].hex().upper(),
+            critical_unknown=(),
+        )
+    if version not in (4, 5, 6) or size < 4:
+        if version in (4, 5, 6):
+            raise _malformed(start, "has a malformed header")
+        return Signature(
+            raw, version, 0, 0, 0, None, None, True, None, (), (), None, None, None, ()
+        )
+    sig_type, pubkey_algorithm, hash_algorithm = buf[body_start + 1 : body_start + 4]
+    found = _Subpackets()
+    if version in (4, 6):
+        # Area lengths take two octets in v4, four in v6; a two-octet hash prefix follows.
+        width = 2 if version == 4 else 4
+        pos = body_start + 4
+        for hashed in (True, False):
+            if pos + width > end:
+                raise _malformed(start, "has a malformed header")
+            area_end = pos + width + int.from_bytes(buf[pos : pos + width], "big")
+            if area_end > end:
+                raise _malformed(start, "has a subpacket area that runs past the packet")
+            _read_subpackets(buf, pos + width, area_end, hashed, found, start)
+            pos = area_end
+        if pos + 2 > end:
+            raise _malformed(start, "is cut off after its subpackets")
+    fingerprint = found.issuer_fingerprint or found.unhashed_fingerprint
+    key_id = found.issuer_key_id or found.unhashed_key_id
+    if key_id is None and fingerprint is not None:
+        # A v4 key ID is the end of the fingerprint; v5 and v6 key IDs are its start.
+        key_id = fingerprint[-16:] if len(fingerprint) == 40 else fingerprint[:16]
+    return Signature(
+        raw=raw,
+        version=version,
+        sig_type=sig_type,
+        pubkey_algorithm=pubkey_algorithm,
+        hash_algorithm=hash_algorithm,
+        created=found.created,
+        expires_after=found.expires_after,
+        exportable=found.exportable,
+        trust=found.trust,
+        regexps=tuple(found.regexps),
+        notations=tuple(found.notations),
+        policy_url=found.policy_url,
+        issuer_fingerprint=fingerprint,
+        issuer_key_id=key_id,
+        critical_unknown=tuple(found.critical_unknown),
+    )
+
+
+def _walk(block: KeyBlock) -> tuple[bytes, list[Signature], list[UserIDSignatures]]:
+    """(primary key packet, signatures before the first user ID, user IDs) of `block`."""
+    buf = block.data
+    packets = _packets(buf)
+    first = next(packets, None)
+    if first is None or first[0] != _TAG_PUBLIC_KEY:
+        raise _refuse("no-key", "the block does not start with a public key")
+    primary = buf[first[1] : first[3]]
+    direct: list[Signature] = []
+    user_ids: list[UserIDSignatures] = []
+    # Where the signatures read now go: the direct list, the current user ID's list, or
+    # nowhere (after a user attribute or a subkey).
+    target: list[Signature] | None = direct
+    current: tuple[bytes, bytes] | None = None  # (body, whole packet) of that user ID
+    for tag, start, body_start, end in packets:
+        if tag == _TAG_SIGNATURE:
+            if target is not None:
+                target.append(_signature(buf, start, body_start, end))
+        elif tag in (_TAG_USER_ID, _TAG_USER_ATTRIBUTE, _TAG_PUBLIC_SUBKEY, _TAG_PUBLIC_KEY):
+            if current is not None and target is not None:
+                user_ids.append(UserIDSignatures(current[0], current[1], tuple(target)))
+            current, target = None, None
+            if tag == _TAG_USER_ID:
+                current, target = (buf[body_start:end], buf[start:end]), []
+    if current is not None and target is not None:
+        user_ids.append(UserIDSignatures(current[0], current[1], tuple(target)))
+    return primary, direct, user_ids
+
+
+def user_id_signatures(block: KeyBlock) -> list[UserIDSignatures]:
+    """Each User ID of `block`, in order, with the signature packets that follow it.
+
+    User attribute packets (photo IDs) and their signatures are skipped, as are subkeys
+    and their binding signatures. Raises KeyMaterialRefused("not-openpgp") if a
+    signature on the key is malformed (see Signature).
+    """
+    return _walk(block)[2]
+
+
+def primary_key_packet(block: KeyBlock) -> bytes:
+    """The primary Public-Key packet of `block`, header and body, as in the input."""
+    buf = block.data
+    first = next(_packets(buf), None)
+    if first is None or first[0] != _TAG_PUBLIC_KEY:
+        raise _refuse("no-key", "the block does not start with a public key")
+    return buf[first[1] : first[3]]
+
+
+def _is_self(signature: Signature, fingerprint: str) -> bool:
+    """True if `signature` claims to be made by the v4 key `fingerprint`."""
+    if signature.issuer_fingerprint is not None:
+        return signature.issuer_fingerprint == fingerprint
+    return signature.issuer_key_id == fingerprint[-16:]
+
+
+def minimal_key(block: KeyBlock, user_id: bytes, signatures: Sequence[Signature]) -> bytes:
+    """A binary key holding one user ID of `block` and exactly the given certifications.
+
+    In order: the primary key packet; the key's own direct-key signatures and key
+    revocations (types 0x1F and 0x20 before the first user ID); the first User ID packet
+    equal to `user_id`; the key's own signatures on that user ID (from every packet of
+    it, so that a self-revocation of the user ID is kept); then each of `signatures`,
+    exact bytes, once. Nothing else: no other user ID, user attribute, subkey or
+    third-party signature.
+
+    Raises ValueError if the key is not a version 4 key, if `user_id` is not on it, or
+    if one of `signatures` is not a single certification (0x10-0x13) or certification
+    revocation (0x30) signature packet.
+    """
+    fingerprint = block.fingerprint
+    if block.version != 4 or fingerprint is None:
+        raise ValueError("a minimal key can only be made of a version 4 key")
+    for signature in signatures:
+        packets = list(_packets(signature.raw))
+        if len(packets) != 1 or packets[0][0] != _TAG_SIGNATURE:
+            raise ValueError("each signature must be exactly one signature packet")
+        if not (
+            signature.sig_type in _CERTIFICATIONS or signature.sig_type == _CERTIFICATION_REVOCATION
+        ):
+            raise ValueError("only certifications and their revocations can be added")
+    primary, direct, user_ids = _walk(block)
+    matching = [uid for uid in user_ids if uid.user_id == user_id]
+    if not matching:
+        raise ValueError("that user ID is not on this key")
+    parts = [primary]
+    parts += (
+        s.raw
+        for s in direct
+        if s.sig_type in (_DIRECT_KEY, _KEY_REVOCATION) and _is_self(s, fingerprint)
+    )
+    parts.append(matching[0].user_id_raw)
+    seen: set[bytes] = set()
+    chosen = [s for uid in matching for s in uid.signatures if _is_self(s, fingerprint)]
+    for signature in [*chosen, *signatures]:
+        if signature.raw not in seen:
+            seen.add(signature.raw)
+            parts.append(signature.raw)
+    return b"".join(parts)

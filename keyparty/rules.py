@@ -439,3 +439,121 @@ def check_pace_settings(pace: Pace) -> Refusal | None:
             },
         )
     return None
+
+
+# --- Certifications: what intake accepts (C1, C2, D1, D2, D3, T1, T2) -------
+
+
+@dataclass(frozen=True)
+class CertificationFacts:
+    """Everything check_certification needs about one uploaded certification."""
+
+    event_id: str
+    event_state: str
+    valid: bool | None  # gpg's verdict: good (True), bad (False), issuer unknown (None)
+    issuer_registered: bool  # issued by a key registered at this event
+    issuer_is_uploader: bool  # issued by the uploader's own key
+    target_on_list: bool
+    user_id_on_list: bool
+    sig_type: int
+    exportable: bool
+    trust: tuple[int, int] | None
+    regexps: tuple[bytes, ...]
+    context: str | None  # the context notation's value
+    event_notation: str | None  # the event notation's value
+    verified_level: int | None  # level of the signer's unwithdrawn verification of it, if any
+    created: datetime
+    expires: datetime | None
+    window_start: datetime
+    window_end: datetime
+    expiry_cap_days: int
+
+
+def check_certification(c: CertificationFacts) -> Refusal | None:
+    """May intake keep this certification? The first refusal wins."""
+    if c.event_state != "signing":
+        return Refusal(
+            "lifecycle",
+            "Certifications are accepted while the event is signing; it is {state}.",
+            {"state": c.event_state},
+        )
+    if c.trust is not None or c.regexps:
+        return Refusal(
+            "T1",
+            "This is a trust signature: it would tell others to trust whoever this key "
+            "vouches for. keyparty never makes or accepts those; certify with "
+            "`keyparty sign` instead.",
+        )
+    if not c.exportable:
+        return Refusal(
+            "export",
+            "This certification is local (not exportable), so it could never be published. "
+            "Certify with `keyparty sign`, which makes exportable ones.",
+        )
+    if not c.issuer_registered:
+        return Refusal(
+            "T2",
+            "This certification is not issued by a key registered at this event.",
+        )
+    if c.valid is not True:
+        return Refusal(
+            "integrity",
+            "This certification's signature does not verify: it was changed after it "
+            "was made, or it was not made by the key it names.",
+        )
+    if not c.issuer_is_uploader:
+        return Refusal(
+            "T2",
+            "This certification was made by another attendee's key: each signer uploads "
+            "only the certifications they made themselves.",
+        )
+    if not (c.target_on_list and c.user_id_on_list):
+        return Refusal("list", "This key or user ID is not on the event's frozen party list.")
+    if c.event_notation != c.event_id:
+        return Refusal(
+            "D2",
+            "This certification does not name this event ({event}): a certification from "
+            "an earlier event never counts for a new one. Make it with `keyparty sign`.",
+            {"event": c.event_id},
+        )
+    if c.context is None:
+        return Refusal(
+            "C1",
+            "This certification carries no context notation, so it does not say what was "
+            "checked. Make it with `keyparty sign`.",
+        )
+    if c.verified_level is None:
+        return Refusal(
+            "T2",
+            "You did not verify this user ID in the '{context}' context at this event (or "
+            "you withdrew it): a certification rests only on your own verification.",
+            {"context": c.context},
+        )
+    level = c.sig_type - 0x10 if 0x10 <= c.sig_type <= 0x13 else None
+    if level != c.verified_level:
+        return Refusal(
+            "C2",
+            "This certification has level {got}, but your verification gives level {want}.",
+            {"got": level, "want": c.verified_level},
+        )
+    if c.expires is None:
+        return Refusal(
+            "D1",
+            "This certification never expires. Every certification made through keyparty "
+            "expires; make it with `keyparty sign`.",
+        )
+    if c.expires - c.created > timedelta(days=c.expiry_cap_days):
+        return Refusal(
+            "D1",
+            "This certification runs until {expires:%Y-%m-%d}, longer than this event's "
+            "cap of {cap} days.",
+            {"expires": c.expires, "cap": c.expiry_cap_days},
+        )
+    if not (c.window_start <= c.created <= c.window_end):
+        return Refusal(
+            "D3",
+            "This certification was made on {created:%Y-%m-%d}, outside the signing "
+            "window ({start:%Y-%m-%d} to {end:%Y-%m-%d}): a verification goes stale.",
+            {"created": c.created, "start": c.window_start, "end": c.window_end},
+        )
+    return None

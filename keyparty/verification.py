@@ -42,10 +42,11 @@ def event_pace(event: Event) -> rules.Pace:
     )
 
 
-def refuse(event: Event, refusal: Refusal) -> Refusal:
+def refuse(event: Event, refusal: Refusal, commit: bool = True) -> Refusal:
     """Store a refusal for the event-wide report, and hand it back."""
     db.session.add(RefusalRecord(event_id=event.id, rule=refusal.rule))
-    db.session.commit()
+    if commit:
+        db.session.commit()
     return refusal
 
 

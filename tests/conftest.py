@@ -10,10 +10,16 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import pytest
+import waitress
+from flask import Flask
+from waitress import wasyncore
 
 from keyparty import create_app
 from keyparty import events
@@ -133,3 +139,29 @@ def verifying_event(frozen_event):
     db.session.commit()
     assert events.take_step(frozen_event, "start-verifying") is None
     return frozen_event
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: Flask
+
+
+@pytest.fixture
+def live_server(instance) -> Iterator[LiveServer]:
+    """keyparty on http://127.0.0.1:PORT (a secure context for the camera)."""
+    app = create_app({"TESTING": True})
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
+    url = f"http://127.0.0.1:{server.effective_port}"
+    app.config["PUBLIC_URL"] = url
+    thread = threading.Thread(target=server.run, name="live-server", daemon=True)
+    thread.start()
+    yield LiveServer(url=url, app=app)
+    # Close every socket from the server's own loop thread, which then ends.
+    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map, ignore_all=True))
+    thread.join(timeout=10)
+    server.task_dispatcher.shutdown(timeout=5)
+    with app.app_context():
+        from keyparty.extensions import db
+
+        db.engine.dispose()

@@ -4,6 +4,7 @@ decision per user ID."""
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC
 from datetime import datetime
 
@@ -11,6 +12,7 @@ from flask import Blueprint
 from flask import abort
 from flask import flash
 from flask import has_request_context
+from flask import jsonify
 from flask import redirect
 from flask import render_template
 from flask import request
@@ -28,11 +30,13 @@ from keyparty.attendee.forms import ConfirmEntryForm
 from keyparty.attendee.forms import RegistrationForm
 from keyparty.attendee.forms import VerificationForm
 from keyparty.badges import verification_url
+from keyparty.bundle import bundle_for
 from keyparty.extensions import db
 from keyparty.i18n import LANGUAGES
 from keyparty.i18n import gettext as _
 from keyparty.i18n import refusal_message
 from keyparty.models import Attendee
+from keyparty.models import Certification
 from keyparty.models import Event
 from keyparty.models import Key
 from keyparty.models import UserID
@@ -171,6 +175,56 @@ def me():
         event=event,
         confirm_form=ConfirmEntryForm(),
         can_confirm=rules.check_entry_confirmation(event.state) is None,
+        button_form=ButtonForm(),
+        # A signer sees the outcome of their own certifications, no one else's.
+        given=db.session.scalars(
+            db.select(Certification)
+            .where(Certification.signer_id == attendee.id)
+            .order_by(Certification.received_at)
+        ).all(),
+    )
+
+
+@blueprint.route("/me/signing-token", methods=["POST"])
+def signing_token():
+    """A new token for `keyparty sign`, shown once; the previous one stops working."""
+    attendee = _require_me()
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    if attendee.event.state != "signing":
+        flash(_("Signing starts when the host starts it, after the cooling-off."), "error")
+        return redirect(url_for("attendee.me"))
+    token = secrets.token_urlsafe(24)
+    attendee.signing_token_sha256 = registration.hash_token(token)
+    db.session.commit()
+    base = public_base_url(request.host_url)
+    return render_template(
+        "signing_token.html",
+        event=attendee.event,
+        token=token,
+        command=f"keyparty sign {base}/e/{attendee.event_id} --token {token}",
+    )
+
+
+@blueprint.route("/me/bundle.json")
+def signing_bundle():
+    """The signer's bundle, for `keyparty sign FILE` on an offline machine."""
+    attendee = _require_me()
+    if attendee.event.state != "signing":
+        abort(409)
+    response = jsonify(bundle_for(attendee, public_base_url(request.host_url)))
+    filename = f"keyparty-{attendee.event_id}-bundle.json"
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@blueprint.route("/e/<event_id>/policy")
+def policy(event_id: str):
+    return render_template(
+        "policy.html",
+        event=_event_or_404(event_id),
+        contexts=rules.CONTEXT_LABELS,
+        bases=rules.BASES,
     )
 
 

@@ -21,17 +21,9 @@ from __future__ import annotations
 
 import os
 import re
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import waitress
-from flask import Flask
-from waitress import wasyncore
-
-from keyparty import create_app
 
 try:
     from playwright.sync_api import sync_playwright
@@ -113,32 +105,6 @@ def browser(playwright):
     browser = launch(playwright)
     yield browser
     browser.close()
-
-
-@dataclass
-class LiveServer:
-    url: str
-    app: Flask
-
-
-@pytest.fixture
-def live_server(instance) -> Iterator[LiveServer]:
-    """keyparty on http://127.0.0.1:PORT (a secure context for the camera)."""
-    app = create_app({"TESTING": True})
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
-    url = f"http://127.0.0.1:{server.effective_port}"
-    app.config["PUBLIC_URL"] = url
-    thread = threading.Thread(target=server.run, name="live-server", daemon=True)
-    thread.start()
-    yield LiveServer(url=url, app=app)
-    # Close every socket from the server's own loop thread, which then ends.
-    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map, ignore_all=True))
-    thread.join(timeout=10)
-    server.task_dispatcher.shutdown(timeout=5)
-    with app.app_context():
-        from keyparty.extensions import db
-
-        db.engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,268 @@
+"""Intake: check uploaded certifications before anything is kept.
+
+Every certification is read in Python (subpackets gpg would drop or hide),
+verified by gpg in a staged copy of the event home that holds every
+registered key, and judged by rules.check_certification. Only the accepted
+ones, rebuilt as minimal keys (the primary key, the one user ID, its
+self-signatures, the certification), are merged into the event keyring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC
+from datetime import datetime
+from datetime import time
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from keyparty import openpgp
+from keyparty import rules
+from keyparty.events import event_home
+from keyparty.extensions import db
+from keyparty.models import Attendee
+from keyparty.models import Certification
+from keyparty.models import Event
+from keyparty.models import Key
+from keyparty.models import Verification
+from keyparty.rules import Refusal
+from keyparty.verification import refuse
+
+CERTIFICATION_TYPES = (0x10, 0x11, 0x12, 0x13)
+
+
+@dataclass
+class Outcome:
+    """What happened to one uploaded certification."""
+
+    source: str
+    status: str  # "accepted", "refused" or "duplicate"
+    target: str | None = None
+    user_id: str | None = None
+    issuer: str | None = None
+    context: str | None = None
+    rule: str | None = None
+    refusal: Refusal | None = None
+    certification: Certification | None = None
+
+    @property
+    def message(self) -> str:
+        return self.refusal.message if self.refusal else self.status
+
+
+@dataclass
+class _Candidate:
+    source: str
+    block: openpgp.KeyBlock
+    user_id: bytes
+    signature: openpgp.Signature
+    digest: str
+
+    @property
+    def minimal(self) -> bytes:
+        return openpgp.minimal_key(self.block, self.user_id, [self.signature])
+
+
+def signing_window(event: Event) -> tuple[datetime, datetime]:
+    """D3: from the day of the event to `signing_window_days` after it."""
+    day = event.date or (event.frozen_at or event.created_at).date()
+    start = datetime.combine(day, time.min, UTC)
+    return start, start + timedelta(days=event.signing_window_days + 1)
+
+
+def notation_names(event: Event) -> tuple[str, str]:
+    return f"context@{event.notation_domain}", f"event@{event.notation_domain}"
+
+
+def take_in(
+    event: Event,
+    uploads: list[tuple[str, bytes]],
+    uploader: Attendee | None = None,
+) -> list[Outcome]:
+    """Check every certification in `uploads`; keep what the rules accept.
+
+    `uploader` is the signer who sent them (online upload); from files
+    (`keyparty intake`) the issuing key names the signer.
+    """
+    outcomes: list[Outcome] = []
+    candidates = _read_uploads(event, uploads, outcomes)
+    if not candidates:
+        return outcomes
+    keys = {key.fingerprint: key for key in event.keys}
+    home = event_home(event)
+    with home.staged() as stage:
+        stage.import_keys(b"".join(c.minimal for c in candidates), options=None)
+        checked = {
+            (r.key_fingerprint, r.user_id, r.issuer_fingerprint, r.created): r.validity
+            for r in stage.certifications({c.block.fingerprint for c in candidates} & set(keys))
+        }
+        accepted = []
+        for candidate in candidates:
+            outcome = _judge(event, candidate, keys, uploader, checked)
+            outcomes.append(outcome)
+            if outcome.status == "accepted":
+                accepted.append(candidate)
+        # Start again from the event keyring with only what was accepted.
+        stage.reset()
+        if accepted:
+            stage.import_keys(b"".join(c.minimal for c in accepted), options=None)
+        db.session.commit()
+    return outcomes
+
+
+def _read_uploads(
+    event: Event, uploads: list[tuple[str, bytes]], outcomes: list[Outcome]
+) -> list[_Candidate]:
+    seen = set(
+        db.session.scalars(
+            select(Certification.signature_sha256).where(Certification.event_id == event.id)
+        )
+    )
+    candidates = []
+    for source, data in uploads:
+        try:
+            blocks = openpgp.read_keys(data)
+        except openpgp.KeyMaterialRefused as problem:
+            refusal = Refusal("input", str(problem))
+            outcomes.append(Outcome(source, "refused", rule="input", refusal=refusal))
+            continue
+        found = 0
+        for block in blocks:
+            for entry in openpgp.user_id_signatures(block):
+                for signature in entry.signatures:
+                    if _is_self_signature(block, signature):
+                        continue
+                    found += 1
+                    digest = hashlib.sha256(signature.raw).hexdigest()
+                    if digest in seen:
+                        outcomes.append(
+                            Outcome(
+                                source,
+                                "duplicate",
+                                target=block.fingerprint,
+                                user_id=_text(entry.user_id),
+                                issuer=signature.issuer_fingerprint,
+                            )
+                        )
+                        continue
+                    seen.add(digest)
+                    candidates.append(_Candidate(source, block, entry.user_id, signature, digest))
+        if not found:
+            refusal = Refusal(
+                "input", "This file holds no certification by anyone but the key owner."
+            )
+            outcomes.append(Outcome(source, "refused", rule="input", refusal=refusal))
+    return candidates
+
+
+def _is_self_signature(block: openpgp.KeyBlock, signature: openpgp.Signature) -> bool:
+    if signature.issuer_fingerprint:
+        return signature.issuer_fingerprint == block.fingerprint
+    return bool(block.fingerprint) and signature.issuer_key_id == block.fingerprint[-16:]
+
+
+def _text(user_id: bytes) -> str:
+    return user_id.decode("utf-8", "replace")
+
+
+def _judge(
+    event: Event,
+    candidate: _Candidate,
+    keys: dict[str, Key],
+    uploader: Attendee | None,
+    checked: dict,
+) -> Outcome:
+    signature = candidate.signature
+    target = keys.get(candidate.block.fingerprint or "")
+    uid_text = _text(candidate.user_id)
+    user_id = next((u for u in target.user_ids if u.text == uid_text), None) if target else None
+    issuer = keys.get(signature.issuer_fingerprint or "")
+    signer = issuer.attendee if issuer else None
+    context_name, event_name = notation_names(event)
+    context = _notation(signature, context_name)
+    created = datetime.fromtimestamp(signature.created or 0, UTC)
+    expires = (
+        created + timedelta(seconds=signature.expires_after) if signature.expires_after else None
+    )
+    verification = _verification(signer, user_id, context)
+    window_start, window_end = signing_window(event)
+    validity = checked.get(
+        (candidate.block.fingerprint, uid_text, signature.issuer_fingerprint, created)
+    )
+    facts = rules.CertificationFacts(
+        event_id=event.id,
+        event_state=event.state,
+        valid={"!": True, "-": False}.get(validity),
+        issuer_registered=issuer is not None,
+        issuer_is_uploader=uploader is None or (signer is not None and signer.id == uploader.id),
+        target_on_list=target is not None and target.list_number is not None,
+        user_id_on_list=user_id is not None,
+        sig_type=signature.sig_type,
+        exportable=signature.exportable,
+        trust=signature.trust,
+        regexps=signature.regexps,
+        context=context,
+        event_notation=_notation(signature, event_name),
+        verified_level=verification.level if verification else None,
+        created=created,
+        expires=expires,
+        window_start=window_start,
+        window_end=window_end,
+        expiry_cap_days=event.cert_expiry_cap_days,
+    )
+    refusal = rules.check_certification(facts)
+    if signature.sig_type not in CERTIFICATION_TYPES and refusal is None:
+        refusal = Refusal("input", "Only certifications of user IDs are taken in here.")
+    certification = Certification(
+        event_id=event.id,
+        signer_id=signer.id if signer else None,
+        key_id=target.id if target else None,
+        user_id_id=user_id.id if user_id else None,
+        verification_id=verification.id if verification else None,
+        issuer_fingerprint=signature.issuer_fingerprint,
+        target_fingerprint=candidate.block.fingerprint,
+        user_id_text=uid_text,
+        context=context,
+        level=signature.level,
+        created=created.replace(tzinfo=None),
+        expires=expires.replace(tzinfo=None) if expires else None,
+        signature_sha256=candidate.digest,
+        status="refused" if refusal else "accepted",
+        rule=refusal.rule if refusal else None,
+        reason=refusal.message if refusal else None,
+        armored=None if refusal else openpgp.armor(candidate.minimal),
+    )
+    db.session.add(certification)
+    if refusal:
+        refuse(event, refusal, commit=False)
+    return Outcome(
+        candidate.source,
+        "refused" if refusal else "accepted",
+        target=candidate.block.fingerprint,
+        user_id=uid_text,
+        issuer=signature.issuer_fingerprint,
+        context=context,
+        rule=refusal.rule if refusal else None,
+        refusal=refusal,
+        certification=certification,
+    )
+
+
+def _notation(signature: openpgp.Signature, name: str) -> str | None:
+    value = signature.notation(name)
+    return value.decode("utf-8", "replace") if value is not None else None
+
+
+def _verification(signer: Attendee | None, user_id, context: str | None) -> Verification | None:
+    if signer is None or user_id is None or context is None:
+        return None
+    return db.session.scalar(
+        select(Verification).where(
+            Verification.signer_id == signer.id,
+            Verification.user_id_id == user_id.id,
+            Verification.context == context,
+            Verification.withdrawn_at.is_(None),
+        )
+    )
