@@ -21,8 +21,8 @@ not check any signature cryptographically: that is GnuPG's job.
 from __future__ import annotations
 
 import base64
-import functools
 import binascii
+import functools
 import hashlib
 import re
 from collections.abc import Iterator
