@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC
 from datetime import date
+from datetime import datetime
+from datetime import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -24,7 +29,9 @@ from waitress import wasyncore
 from keyparty import create_app
 from keyparty import events
 from keyparty import registration
+from keyparty import verification
 from keyparty.extensions import db
+from keyparty.gpg import GnuPGHome
 
 FIXTURES = Path(__file__).resolve().parent.parent / "gnupg-home-fixtures"
 MANIFEST = json.loads((FIXTURES / "fixtures.json").read_text(encoding="utf-8"))
@@ -162,6 +169,43 @@ def live_server(instance) -> Iterator[LiveServer]:
     thread.join(timeout=10)
     server.task_dispatcher.shutdown(timeout=5)
     with app.app_context():
-        from keyparty.extensions import db
-
         db.engine.dispose()
+
+
+def at(event, minutes):
+    """A moment during the event (the rules take an injected clock)."""
+    return datetime.combine(event.date, time(10, 0), UTC) + timedelta(minutes=minutes)
+
+
+def record(event, signer_name, owner_name, uid_index, context, basis, minutes):
+    signer = attendee_named(event, signer_name)
+    user_id = attendee_named(event, owner_name).keys[0].user_ids[uid_index]
+    made, refusal = verification.record(signer, signer, user_id, context, basis, at(event, minutes))
+    assert refusal is None, refusal
+    return made
+
+
+@pytest.fixture
+def signing_event(verifying_event, monkeypatch):
+    """Alice verified Bob's two user IDs (two contexts on the first) and
+    Carol's first; the event is now signing, on its day."""
+    event = verifying_event
+    record(event, "Alice", "Bob", 0, "identity", "photo-id", 0)
+    record(event, "Alice", "Bob", 0, "email", "photo-id", 1)
+    record(event, "Alice", "Bob", 1, "identity", "photo-id", 1)
+    record(event, "Alice", "Carol", 0, "identity", "known-personally", 5)
+    assert events.take_step(event, "cool-off") is None
+    assert events.take_step(event, "start-signing") is None
+    # The event was "today": the signing window is open now.
+    event.date = date.today()
+    db.session.commit()
+    return event
+
+
+@pytest.fixture
+def alice_home():
+    """Alice's own machine: her secret key, nothing else."""
+    home = GnuPGHome(short_tempdir("kps"), agent=True)
+    home.import_keys((FIXTURES / "attendees" / "alice.secret.asc").read_bytes(), options=None)
+    yield home
+    subprocess.run(["gpgconf", "--homedir", str(home.path), "--kill", "gpg-agent"], check=False)

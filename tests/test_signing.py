@@ -7,10 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import timedelta
 from pathlib import Path
-
-import pytest
 
 from keyparty import events
 from keyparty import intake
@@ -22,55 +19,12 @@ from keyparty.gpg import GnuPGHome
 from keyparty.models import Certification
 from keyparty.models import Verification
 from tests.conftest import FIXTURES
+from tests.conftest import at
 from tests.conftest import attendee_named
+from tests.conftest import record
 from tests.conftest import short_tempdir
 
 BASE_URL = "http://keyparty.test:8000"
-
-
-def at(event, minutes):
-    """A moment during the event (the rules take an injected clock)."""
-    from datetime import UTC
-    from datetime import datetime
-    from datetime import time
-
-    return datetime.combine(event.date, time(10, 0), UTC) + timedelta(minutes=minutes)
-
-
-def record(event, signer_name, owner_name, uid_index, context, basis, minutes):
-    signer = attendee_named(event, signer_name)
-    user_id = attendee_named(event, owner_name).keys[0].user_ids[uid_index]
-    made, refusal = verification.record(signer, signer, user_id, context, basis, at(event, minutes))
-    assert refusal is None, refusal
-    return made
-
-
-@pytest.fixture
-def signing_event(verifying_event, monkeypatch):
-    """Alice verified Bob's two user IDs (two contexts on the first) and
-    Carol's first; the event is now signing, on its day."""
-    event = verifying_event
-    record(event, "Alice", "Bob", 0, "identity", "photo-id", 0)
-    record(event, "Alice", "Bob", 0, "email", "photo-id", 1)
-    record(event, "Alice", "Bob", 1, "identity", "photo-id", 1)
-    record(event, "Alice", "Carol", 0, "identity", "known-personally", 5)
-    assert events.take_step(event, "cool-off") is None
-    assert events.take_step(event, "start-signing") is None
-    # The event was "today": the signing window is open now.
-    from datetime import date
-
-    event.date = date.today()
-    db.session.commit()
-    return event
-
-
-@pytest.fixture
-def alice_home():
-    """Alice's own machine: her secret key, nothing else."""
-    home = GnuPGHome(short_tempdir("kps"), agent=True)
-    home.import_keys((FIXTURES / "attendees" / "alice.secret.asc").read_bytes(), options=None)
-    yield home
-    subprocess.run(["gpgconf", "--homedir", str(home.path), "--kill", "gpg-agent"], check=False)
 
 
 def sign(*args, env_extra=None):

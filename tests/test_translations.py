@@ -168,6 +168,13 @@ def placeholders(text: str) -> set[str]:
     return names
 
 
+class _AnyValue:
+    """Stands in for a placeholder's value: takes any format spec, as a date or a number does."""
+
+    def __format__(self, spec: str) -> str:
+        return "x"
+
+
 def _listing(texts, sentences) -> str:
     return "\n".join(f"  {text!r}  ({', '.join(sentences.get(text, ()))})" for text in texts)
 
@@ -203,7 +210,7 @@ def test_translations_keep_the_same_placeholders():
     for english, translated in sorted(japanese().items()):
         try:
             same = placeholders(english) == placeholders(translated)
-            translated.format(**dict.fromkeys(placeholders(translated), "x"))
+            translated.format(**dict.fromkeys(placeholders(translated), _AnyValue()))
         except (ValueError, IndexError, KeyError) as error:
             wrong.append(f"  {english!r}: {error}")
             continue
