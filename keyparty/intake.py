@@ -232,6 +232,8 @@ def _judge(
         status="refused" if refusal else "accepted",
         rule=refusal.rule if refusal else None,
         reason=refusal.message if refusal else None,
+        refusal_text=refusal.text if refusal else None,
+        refusal_params=refusal.params if refusal else None,
         armored=None if refusal else openpgp.armor(candidate.minimal),
     )
     db.session.add(certification)

@@ -10,6 +10,7 @@ from datetime import UTC
 from datetime import date
 from datetime import datetime
 
+from sqlalchemy import JSON
 from sqlalchemy import ForeignKey
 from sqlalchemy import String
 from sqlalchemy import Text
@@ -19,6 +20,7 @@ from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
 
 from keyparty.extensions import db
+from keyparty.rules import Refusal
 
 
 def utcnow() -> datetime:
@@ -187,6 +189,9 @@ class Certification(db.Model):
     status: Mapped[str] = mapped_column(String(20))
     rule: Mapped[str | None] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(Text)
+    # The refusal's sentence and values, so a phone can show it translated.
+    refusal_text: Mapped[str | None] = mapped_column(Text)
+    refusal_params: Mapped[dict | None] = mapped_column(JSON)
     armored: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     # O1 (delivery and consent): None until the key owner decides.
@@ -194,4 +199,13 @@ class Certification(db.Model):
 
     signer: Mapped[Attendee | None] = relationship()
     key: Mapped[Key | None] = relationship()
+
+    @property
+    def refusal(self) -> Refusal | None:
+        if self.status != "refused":
+            return None
+        return Refusal(
+            self.rule or "", self.refusal_text or self.reason or "", self.refusal_params or {}
+        )
+
     user_id: Mapped[UserID | None] = relationship()

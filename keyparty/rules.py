@@ -545,15 +545,18 @@ def check_certification(c: CertificationFacts) -> Refusal | None:
     if c.expires - c.created > timedelta(days=c.expiry_cap_days):
         return Refusal(
             "D1",
-            "This certification runs until {expires:%Y-%m-%d}, longer than this event's "
-            "cap of {cap} days.",
-            {"expires": c.expires, "cap": c.expiry_cap_days},
+            "This certification runs until {expires}, longer than this event's cap of {cap} days.",
+            {"expires": f"{c.expires:%Y-%m-%d}", "cap": c.expiry_cap_days},
         )
     if not (c.window_start <= c.created <= c.window_end):
         return Refusal(
             "D3",
-            "This certification was made on {created:%Y-%m-%d}, outside the signing "
-            "window ({start:%Y-%m-%d} to {end:%Y-%m-%d}): a verification goes stale.",
-            {"created": c.created, "start": c.window_start, "end": c.window_end},
+            "This certification was made on {created}, outside the signing "
+            "window ({start} to {end}): a verification goes stale.",
+            {
+                "created": f"{c.created:%Y-%m-%d}",
+                "start": f"{c.window_start:%Y-%m-%d}",
+                "end": f"{c.window_end:%Y-%m-%d}",
+            },
         )
     return None
