@@ -484,6 +484,13 @@ class GnuPGHome:
         keep = f"keep-uid=uid = {user_id}"
         return self._run(["--export", "--export-filter", keep, fingerprint]).data
 
+    def encrypt(self, data: bytes, recipient: str) -> bytes:
+        """Encrypt to one key of this home (armored), for mail only its owner can read."""
+        run = self._run(["--armor", "--encrypt", "--recipient", recipient], data)
+        if run.returncode != 0 or not run.data:
+            raise GnuPGError(f"gpg could not encrypt to {recipient}: {run.stderr.strip()[-200:]}")
+        return run.data
+
     def export(self, fingerprints: Iterable[str], armor: bool = False) -> bytes:
         """Export keys with every signature they hold here (never export-minimal)."""
         wanted = list(fingerprints)
