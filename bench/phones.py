@@ -1,6 +1,7 @@
 """Load test: a room of phones verifying each other's keys on one keyparty server.
 
     .venv/bin/python bench/phones.py [--phones 300] [--seconds 30] [--scenario party|stress]
+        [--join-over 10] [--earlier K] [--server-threads N] [--profile FILE] [--samples FILE]
 
 Set-up (not measured), in this process: a fresh instance folder
 (KEYPARTY_INSTANCE, a short folder under /tmp), an event, N test keys
@@ -21,16 +22,21 @@ its own keep-alive connection and cookie, do what a phone does:
 
 Scenarios:
 
-- party (default, realistic): every phone joins within the first second;
-  checking an ID takes 3-10 s between opening the page and the POST; the next
-  person is scanned so that the POST comes 20.5-25 s after the previous one:
-  the event's default pace (P4: 20 s apart, at most 10 in 5 minutes) is kept,
-  so no refusal is expected and any refusal counts as an error.
+- party (default, realistic): phones join at random moments in the first
+  10 s (`--join-over`; in a real event they joined earlier still, to confirm
+  their entry, T4); checking an ID takes 3-10 s between opening the page and
+  the POST; the next person is scanned so that the POST comes 20.5-25 s after
+  the previous one: the event's default pace (P4: 20 s apart, at most 10 in
+  5 minutes) is kept, so no refusal is expected and any refusal counts as an
+  error. About 1.3 verifications per phone in 30 s, ~60 requests/s.
+  `--earlier K` starts later in the party: each attendee has already verified
+  K others (inserted in the set-up, older than the pace window).
 - stress (capacity, not a latency target): pace set permissive
   (`keyparty event set EVENT --pace-gap 1 --pace-window 300 --pace-max 1000`),
   no thinking: each phone goes on at once, at most one verification per
   1.1 s (under the pace gap and the 60-a-minute rate limit). With N phones
-  and no think time this is a closed loop: latency is queueing by design.
+  and no think time this is a closed loop: latency is queueing by design;
+  read the requests per second.
 
 Printed: requests per second, p50/p90/p99/max latency per request kind and
 for all requests, refusals (409, by rule) and rate limits (429) apart from
@@ -112,14 +118,28 @@ class Party:
     event_id: str
     # (fingerprint, join token), one per attendee, in list order
     attendees: list[tuple[str, str]]
+    earlier: int = 0  # attendee i verified the keys i+1 .. i+earlier (mod n) before the run
+
+    def to_scan(self, index: int) -> list[str]:
+        """The keys phone `index` has not verified yet: everyone else's but the earlier ones."""
+        n = len(self.attendees)
+        done = {(index + j) % n for j in range(1, self.earlier + 1)}
+        return [fpr for i, (fpr, _) in enumerate(self.attendees) if i != index and i not in done]
 
 
-def set_up(instance: Path, keyring: Path, n: int, stress: bool) -> Party:
-    """Event with n keys, frozen, every entry confirmed (T4), verifying started."""
+def set_up(instance: Path, keyring: Path, n: int, stress: bool, earlier: int) -> Party:
+    """Event with n keys, frozen, every entry confirmed (T4), verifying started.
+
+    With `earlier` > 0 each attendee has already verified that many others, long
+    enough ago that the pace (P4) does not count them: a later moment in the party.
+    """
+    from datetime import timedelta
+
     from keyparty import create_app
     from keyparty import events
     from keyparty import registration
     from keyparty.extensions import db
+    from keyparty.models import Verification
     from keyparty.models import utcnow
 
     os.environ["KEYPARTY_INSTANCE"] = str(instance)
@@ -140,7 +160,26 @@ def set_up(instance: Path, keyring: Path, n: int, stress: bool) -> Party:
         assert events.take_step(event, "start-verifying") is None
         if stress:
             assert events.configure(event, pace_gap=1, pace_window=300, pace_max=1000) is None
-        party = Party(event.id, attendees)
+        if earlier:
+            uid_of = {key.fingerprint: key.user_ids[0].id for key in event.keys}
+            signer_of = {key.fingerprint: key.attendee_id for key in event.keys}
+            now = utcnow()
+            rows = [
+                {
+                    "event_id": event.id,
+                    "signer_id": signer_of[fpr],
+                    "user_id_id": uid_of[attendees[(i + j) % n][0]],
+                    "context": "identity",
+                    "basis": "photo-id",
+                    "level": 3,
+                    "recorded_at": now - timedelta(seconds=event.pace_window_seconds + 21 * j),
+                }
+                for i, (fpr, _) in enumerate(attendees)
+                for j in range(1, earlier + 1)
+            ]
+            db.session.execute(db.insert(Verification), rows)
+            db.session.commit()
+        party = Party(event.id, attendees, earlier)
         db.session.remove()
         db.engine.dispose()
     return party
@@ -264,6 +303,7 @@ class Sample:
 class Results:
     samples: list[Sample] = field(default_factory=list)
     verification_ms: list[float] = field(default_factory=list)  # page + post + redirect
+    recorded: int = 0  # posts answered with the redirect back to the key page
     refusals: Counter = field(default_factory=Counter)  # 409 by rule
     problems: Counter = field(default_factory=Counter)
     # Wrong answers with a good status (no form, wrong redirect, not shown as
@@ -366,8 +406,8 @@ def run_phone(
     join_over: float,
 ) -> None:
     rng = random.Random(seed * 100_003 + index)
-    own, token = party.attendees[index]
-    others = [fpr for fpr, _ in party.attendees if fpr != own]
+    token = party.attendees[index][1]
+    others = party.to_scan(index)
     rng.shuffle(others)
     phone = Phone(port, results)
     problem = results.problem
@@ -386,7 +426,7 @@ def run_phone(
         if status != 302 or target != "/me":
             problem(f"join answered {status} -> {target}", status)
             return
-        status, _, _, _ = phone.request("join", "GET", target)
+        status, _, _, _ = phone.request("me", "GET", target)
         if status != 200:
             problem(f"/me answered {status}", status)
             return
@@ -428,6 +468,8 @@ def run_phone(
             if status != 302 or target != page_path:
                 problem(f"verify answered {status} -> {target}", status)
                 continue
+            with results.lock:
+                results.recorded += 1
             status, page, _, back_ms = phone.request("redirect", "GET", target)
             if status != 200:
                 problem(f"key page after verifying answered {status}", status)
@@ -470,9 +512,16 @@ def main() -> int:
     parser.add_argument(
         "--join-over",
         type=float,
-        default=1.0,
+        default=10.0,
         metavar="S",
-        help="phones join at random moments in the first S seconds (default 1)",
+        help="phones join at random moments in the first S seconds (default 10)",
+    )
+    parser.add_argument(
+        "--earlier",
+        type=int,
+        default=0,
+        metavar="K",
+        help="each attendee already verified K others before the run (later in the party)",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
@@ -493,6 +542,8 @@ def main() -> int:
     options = parser.parse_args()
     if options.phones < 2:
         parser.error("--phones must be at least 2")
+    if not 0 <= options.earlier <= options.phones - 2:
+        parser.error("--earlier must be between 0 and phones - 2")
     if not 1 <= options.seconds <= 600:
         parser.error("--seconds must be between 1 and 600")
     stress = options.scenario == "stress"
@@ -507,14 +558,14 @@ def main() -> int:
         "KEYPARTY_PUBLIC_URL",
     ):
         os.environ.pop(name, None)
-    keys_module = bench_import()
     server = None
     try:
+        keys_module = bench_import()
         keyring = keys_module.test_keys(options.phones)
         instance = short_tempdir()
         print(f"Set-up: {options.phones} keys into a fresh instance {instance} ...", flush=True)
         started = time.perf_counter()
-        party = set_up(instance, keyring, options.phones, stress)
+        party = set_up(instance, keyring, options.phones, stress, options.earlier)
         print(f"  event {party.event_id!r} verifying in {time.perf_counter() - started:.1f} s")
 
         port = free_port()
@@ -620,7 +671,8 @@ def main() -> int:
     )
     print(f"  {'latency, ms':<44}{'count':>7}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
     kinds = {
-        "join": "join (GET /join/<token>, GET /me)",
+        "join": "join (GET /join/<token>, a write)",
+        "me": "own page after joining (GET /me)",
         "page": "key page (GET /e/<event>/k/<FPR>)",
         "post": "verify (POST .../u/<uid>)",
         "redirect": "key page after verifying (GET)",
@@ -629,15 +681,23 @@ def main() -> int:
         print(row(label, [s.ms for s in answered if s.kind == kind]))
     print(row("one verification (page + post + redirect)", results.verification_ms))
     print(row("all requests", [s.ms for s in answered]))
-    joins = [s.at + s.ms / 1000 for s in answered if s.kind == "join"]
+    joins = [s.at + s.ms / 1000 for s in answered if s.kind in ("join", "me")]
     if joins:
         joined = max(joins)
         after = [s.ms for s in answered if s.at > joined]
         print(row(f"all requests after the last join (t > {joined - start:.1f} s)", after))
     statuses = Counter(s.status for s in samples)
     print(f"\nstatus codes: {dict(sorted(statuses.items()))}")
-    print(f"verifications recorded (client): {len(results.verification_ms)}")
+    new = stored["verifications"] - options.phones * options.earlier
+    print(
+        f"verifications recorded: {results.recorded} posts answered with the redirect, "
+        f"{new} new in the database"
+        + (f" (+{options.phones * options.earlier} made before the run)" if options.earlier else "")
+    )
     print(f"database after the run: {stored}")
+    if new != results.recorded:
+        print("  MISMATCH: the database does not hold what the phones were told")
+        error_count += abs(new - results.recorded)
     print(
         f"refusals (409, by rule): {dict(results.refusals) or 0}"
         + (" (expected: P4 when a phone goes fast)" if stress else " (none expected)")
@@ -651,8 +711,20 @@ def main() -> int:
         print(f"phones still waiting after the bound: {stuck}")
     tracebacks = log.count("Traceback")
     if tracebacks:
-        print(f"server log: {tracebacks} tracebacks; last lines:")
-        print("\n".join("    " + line for line in log.strip().splitlines()[-12:]))
+        raised = Counter(
+            line.strip()[:200]
+            for line in log.splitlines()
+            if re.match(r"(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception)\b", line.strip())
+        )
+        print(f"server log: {tracebacks} tracebacks:")
+        for text, count in raised.most_common(6):
+            print(f"  {count:6}  {text}")
+    queue_warnings = log.count("Task queue depth")
+    if queue_warnings:
+        depth = max(int(d) for d in re.findall(r"Task queue depth is (\d+)", log))
+        print(
+            f"server log: waitress warned {queue_warnings} times of queued tasks (deepest {depth})"
+        )
     print(
         f"\nCPU over {wall:.1f} s: server {cpu_server:.1f} s ({cpu_server / wall:.0%} of a core), "
         f"this client {cpu_client:.1f} s ({cpu_client / wall:.0%} of a core), "
@@ -666,8 +738,10 @@ def main() -> int:
     command += ["--seconds", f"{options.seconds:g}"]
     if stress:
         command += ["--scenario", "stress"]
-    if options.join_over != 1:
+    if options.join_over != 10:
         command += ["--join-over", f"{options.join_over:g}"]
+    if options.earlier:
+        command += ["--earlier", str(options.earlier)]
     if options.server_threads:
         command += ["--server-threads", str(options.server_threads)]
     if options.seed != 1:

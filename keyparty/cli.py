@@ -11,9 +11,13 @@ from flask import render_template
 from flask.cli import FlaskGroup
 from flask.cli import with_appcontext
 
+from keyparty import delivery
 from keyparty import events
+from keyparty import exports
 from keyparty import intake
+from keyparty import publishing
 from keyparty import registration
+from keyparty import report
 from keyparty import signing
 from keyparty.badges import badges_for
 from keyparty.config import DEFAULT_PORT
@@ -313,6 +317,100 @@ def intake_command(event_id: str, files: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+@click.command("export")
+@click.argument("event_id", metavar="EVENT")
+@click.option("--keyring", type=click.Path(dir_okay=False), help="One keyring file.")
+@click.option("--binary", is_flag=True, help="Binary instead of armored (--keyring).")
+@click.option("--per-key", type=click.Path(file_okay=False), help="One file per key.")
+@click.option("--per-uid", type=click.Path(file_okay=False), help="One file per user ID.")
+@click.option("--wkd", type=click.Path(file_okay=False), help="A Web Key Directory tree.")
+@with_appcontext
+def export_command(event_id, keyring, binary, per_key, per_uid, wkd) -> None:
+    """Export signed keys: only certifications their owners accepted (O1)."""
+    event = _event(event_id)
+    if not any((keyring, per_key, per_uid, wkd)):
+        raise click.ClickException(
+            "Say what to write: --keyring FILE, --per-key DIR, --per-uid DIR or --wkd DIR."
+        )
+    if keyring:
+        exports.write_keyring(event, Path(keyring), binary)
+        click.echo(f"Wrote {keyring}")
+    for option, folder, write in (
+        ("--per-key", per_key, exports.write_per_key),
+        ("--per-uid", per_uid, exports.write_per_user_id),
+        ("--wkd", wkd, exports.write_wkd),
+    ):
+        if folder:
+            written = write(event, Path(folder))
+            click.echo(f"Wrote {len(written)} files into {folder} ({option})")
+
+
+@click.command("report")
+@click.argument("event_id", metavar="EVENT")
+@click.option("--expiring-days", default=60, show_default=True, help="D4: expiring within N days.")
+@click.option(
+    "--graph", type=click.Path(dir_okay=False), help="Write the certification graph (SVG)."
+)
+@with_appcontext
+def report_command(event_id: str, expiring_days: int, graph) -> None:
+    """Event-wide totals (never per attendee, P5), the graph, what expires soon."""
+    event = _event(event_id)
+    for name, value in report.totals(event).items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
+        click.echo(f"{name}: {value}")
+    soon = report.expiring(publishing.owner_accepted(event), expiring_days)
+    click.echo(f"published certifications expiring within {expiring_days} days: {len(soon)}")
+    if graph:
+        Path(graph).write_text(report.graph_svg(event), encoding="utf-8")
+        click.echo(f"Wrote {graph}")
+
+
+@click.command("deliver")
+@click.argument("event_id", metavar="EVENT")
+@click.option(
+    "--outbox", type=click.Path(file_okay=False), help="Where .eml files go without SMTP."
+)
+@with_appcontext
+def deliver_command(event_id: str, outbox) -> None:
+    """C3: send each email certification, encrypted, to its address.
+
+    Without SMTP configured (KEYPARTY_SMTP_HOST …) the mails are written as
+    .eml files for the host to send.
+    """
+    event = _event(event_id)
+    folder = Path(outbox) if outbox else events.event_files(event) / "outbox"
+    try:
+        result = delivery.deliver(
+            event, _base_url(), delivery.smtp_settings(current_app.config), folder
+        )
+    except delivery.DeliveryError as problem:
+        raise click.ClickException(str(problem)) from None
+    click.echo(delivery.describe(result))
+
+
+@click.command("purge")
+@click.argument("event_id", metavar="EVENT")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@with_appcontext
+def purge_command(event_id: str, yes: bool) -> None:
+    """Delete a closed event's personal data; keep its exports and totals."""
+    event = _event(event_id)
+    if event.state != "closed":
+        raise click.ClickException(
+            f"Purge only a closed event; {event.id} is {event.state}: `keyparty step {event.id} close` first."
+        )
+    if not yes:
+        click.confirm(
+            f"Delete the names, emails, tokens, user IDs, verifications and GnuPG homes of "
+            f"{event.name}? The exports and totals stay in {events.event_files(event) / 'final'}",
+            abort=True,
+        )
+    for name, count in events.purge(event).items():
+        click.echo(f"deleted {count} {name}")
+    click.echo(f"Kept: {events.event_files(event) / 'final'} (keyring, per-key files, totals)")
+
+
 @click.command("sign")
 @click.argument("source")
 @click.option(
@@ -399,6 +497,10 @@ commands = [
     status_command,
     rebuild_home_command,
     intake_command,
+    export_command,
+    report_command,
+    deliver_command,
+    purge_command,
     relink_command,
     init_command,
     serve_command,

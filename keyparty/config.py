@@ -38,6 +38,12 @@ def settings_from_env(instance: Path) -> dict:
         # Base URL printed into badge QR codes; the LAN address when unset.
         "PUBLIC_URL": env.get("KEYPARTY_PUBLIC_URL") or None,
         "GPG_BINARY": env.get("KEYPARTY_GPG") or "gpg",
+        # C3 delivery; the SMTP password is read from KEYPARTY_SMTP_PASSWORD only.
+        "SMTP_HOST": env.get("KEYPARTY_SMTP_HOST") or None,
+        "SMTP_PORT": env.get("KEYPARTY_SMTP_PORT") or None,
+        "SMTP_SECURITY": env.get("KEYPARTY_SMTP_SECURITY") or "starttls",
+        "SMTP_USER": env.get("KEYPARTY_SMTP_USER") or None,
+        "SMTP_SENDER": env.get("KEYPARTY_SMTP_SENDER") or None,
         "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

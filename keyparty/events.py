@@ -6,8 +6,10 @@ on the host page and its command always do the same thing.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+import shutil
 import unicodedata
 from datetime import UTC
 from datetime import date
@@ -22,8 +24,10 @@ from keyparty import openpgp
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
 from keyparty.models import Attendee
+from keyparty.models import Certification
 from keyparty.models import Event
 from keyparty.models import Key
+from keyparty.models import Verification
 from keyparty.partylist import ListEntry
 from keyparty.partylist import digests
 from keyparty.partylist import render_party_list
@@ -209,3 +213,41 @@ def new_join_link(event: Event, fingerprint: str) -> str:
     key.attendee.session_epoch += 1
     db.session.commit()
     return token
+
+
+def purge(event: Event) -> dict[str, int]:
+    """After a closed event: keep the exports and event-wide totals, delete
+    the personal data (names, emails, tokens, user IDs, verifications) and
+    the event's GnuPG homes. Returns what was deleted."""
+    # Late imports: exports and report build on this module.
+    from keyparty import exports
+    from keyparty import report
+
+    if event.state != "closed":
+        raise ValueError(f"Purge only a closed event; {event.id} is {event.state}.")
+    final = event_files(event) / "final"
+    final.mkdir(parents=True, exist_ok=True)
+    exports.write_keyring(event, final / "keyring.asc")
+    exports.write_per_key(event, final / "per-key")
+    (final / "totals.json").write_text(
+        json.dumps(report.totals(event), indent=2, ensure_ascii=False)
+    )
+    deleted = {
+        "attendees": len(event.attendees),
+        "keys": len(event.keys),
+        "certifications": db.session.query(Certification).filter_by(event_id=event.id).delete(),
+        "verifications": db.session.query(Verification).filter_by(event_id=event.id).delete(),
+    }
+    for key in list(event.keys):
+        db.session.delete(key)
+    db.session.flush()
+    for attendee in list(event.attendees):
+        db.session.delete(attendee)
+    event.partylist = None
+    db.session.commit()
+    homes = Path(current_app.instance_path) / "gnupg"
+    for home in (homes / event.id, homes / f"{event.id}.published"):
+        shutil.rmtree(home, ignore_errors=True)
+    (event_files(event) / "partylist.txt").unlink(missing_ok=True)
+    deleted["gnupg homes"] = 2
+    return deleted

@@ -194,8 +194,13 @@ class Certification(db.Model):
     refusal_params: Mapped[dict | None] = mapped_column(JSON)
     armored: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # O1 (delivery and consent): None until the key owner decides.
+    # O1: None until the key owner decides "accepted" or "declined".
     owner_decision: Mapped[str | None] = mapped_column(String(20))
+    decided_at: Mapped[datetime | None]
+    # C3: an email certification goes out encrypted, with a one-time link
+    # (only its hash is kept); following it proves the address and accepts.
+    delivery_token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    delivered_at: Mapped[datetime | None]
 
     signer: Mapped[Attendee | None] = relationship()
     key: Mapped[Key | None] = relationship()

@@ -25,6 +25,7 @@ import binascii
 import functools
 import hashlib
 import re
+from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ __all__ = [
     "KeyBlock",
     "KeyComponent",
     "KeyMaterialRefused",
+    "keep_user_ids",
     "Signature",
     "UserIDSignatures",
     "armor",
@@ -1023,4 +1025,24 @@ def minimal_key(block: KeyBlock, user_id: bytes, signatures: Sequence[Signature]
         if signature.raw not in seen:
             seen.add(signature.raw)
             parts.append(signature.raw)
+    return b"".join(parts)
+
+
+def keep_user_ids(block: KeyBlock, keep: Callable[[bytes], bool]) -> bytes:
+    """The key with only the user IDs for which `keep(user_id)` is true, and
+    their signatures; the primary key, its own signatures and the subkeys stay
+    (a Web Key Directory serves a key for encryption, so subkeys matter).
+    User attributes (photo IDs) go."""
+    buf = block.data
+    parts = []
+    keeping = True
+    for tag, start, body_start, end in _packets(buf):
+        if tag == _TAG_USER_ID:
+            keeping = keep(buf[body_start:end])
+        elif tag == _TAG_USER_ATTRIBUTE:
+            keeping = False
+        elif tag in (_TAG_PUBLIC_SUBKEY, _TAG_PUBLIC_KEY):
+            keeping = True
+        if keeping:
+            parts.append(buf[start:end])
     return b"".join(parts)

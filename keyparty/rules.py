@@ -209,6 +209,7 @@ class VerificationAttempt:
     earlier: tuple[tuple[str, datetime], ...]
     now: datetime
     pace: Pace = Pace()
+    user_id_has_email: bool = True
 
 
 def _state_index(state: str) -> int:
@@ -295,6 +296,13 @@ def check_verification(attempt: VerificationAttempt) -> Refusal | None:
             "'{context}' is not a context at this event. A certification says what "
             "you checked; this event's contexts are: {contexts}.",
             {"context": a.context, "contexts": ", ".join(a.event_contexts)},
+        )
+
+    if a.context == "email" and not a.user_id_has_email:
+        return Refusal(
+            "C3",
+            "This user ID has no email address, so there is no address to check in the "
+            "'email' context. Choose another context for it.",
         )
 
     basis = BASES.get(a.basis)
@@ -558,5 +566,26 @@ def check_certification(c: CertificationFacts) -> Refusal | None:
                 "start": f"{c.window_start:%Y-%m-%d}",
                 "end": f"{c.window_end:%Y-%m-%d}",
             },
+        )
+    return None
+
+
+# --- Owner consent (O1, C3) ------------------------------------------------------
+
+
+def check_owner_decision(event_state: str, context: str | None, decision: str) -> Refusal | None:
+    """May the key owner accept or decline this certification on their page?"""
+    if event_state not in ("signing", "closed"):
+        return Refusal(
+            "O1",
+            "Certifications reach their key owners once signing has started (the event is "
+            "{state}).",
+            {"state": event_state},
+        )
+    if decision == "accepted" and context == "email":
+        return Refusal(
+            "C3",
+            "An email certification is accepted only through the link in the encrypted mail "
+            "sent to that address: receiving it proves the address is yours.",
         )
     return None

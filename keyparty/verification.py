@@ -98,6 +98,7 @@ def record(
         earlier=tuple((v.user_id.key.fingerprint, _aware(v.recorded_at)) for v in mine),
         now=now,
         pace=event_pace(event),
+        user_id_has_email=user_id.email is not None,
     )
     refusal = rules.check_verification(attempt)
     if refusal:

@@ -209,3 +209,21 @@ def alice_home():
     home.import_keys((FIXTURES / "attendees" / "alice.secret.asc").read_bytes(), options=None)
     yield home
     subprocess.run(["gpgconf", "--homedir", str(home.path), "--kill", "gpg-agent"], check=False)
+
+
+@pytest.fixture
+def certified_event(signing_event, alice_home, tmp_path):
+    """Alice certified what she verified (Bob's two user IDs, one of them in two
+    contexts, and Carol's first) and intake accepted all four."""
+    from keyparty import intake
+    from keyparty import signing
+    from keyparty.bundle import bundle_for
+
+    bundle = bundle_for(attendee_named(signing_event, "Alice"), "http://keyparty.test:8000")
+    signers = signing.choose_signers(alice_home, bundle, [])
+    report = signing.certify_all(alice_home, bundle, signers)
+    assert len(report.made) == 4, report
+    files = signing.write_files(alice_home, bundle, signers, tmp_path / "certs")
+    outcomes = intake.take_in(signing_event, [(p.name, p.read_bytes()) for p in files])
+    assert [o.status for o in outcomes] == ["accepted"] * 4
+    return signing_event

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from flask import Blueprint
 from flask import abort
+from flask import current_app
 from flask import flash
 from flask import has_request_context
 from flask import jsonify
@@ -20,7 +21,10 @@ from flask import session
 from flask import url_for
 from markupsafe import Markup
 
+from keyparty import delivery
 from keyparty import events
+from keyparty import exports
+from keyparty import publishing
 from keyparty import registration
 from keyparty import rules
 from keyparty import storage
@@ -225,6 +229,73 @@ def policy(event_id: str):
         event=_event_or_404(event_id),
         contexts=rules.CONTEXT_LABELS,
         bases=rules.BASES,
+    )
+
+
+@blueprint.route("/me/received")
+def received():
+    """O1: the certifications made on my key; mine to accept or decline."""
+    attendee = _require_me()
+    return render_template(
+        "received.html",
+        attendee=attendee,
+        event=attendee.event,
+        certifications=publishing.certifications_received(attendee),
+        button_form=ButtonForm(),
+    )
+
+
+@blueprint.route("/me/received/<int:certification_id>/<decision>", methods=["POST"])
+def decide(certification_id: int, decision: str):
+    attendee = _require_me()
+    found = db.session.get(Certification, certification_id)
+    # Another owner's certification looks exactly like a missing one.
+    if found is None or found.key is None or found.key.attendee_id != attendee.id:
+        abort(404)
+    if decision not in ("accepted", "declined") or not ButtonForm().validate_on_submit():
+        abort(400)
+    refusal = publishing.decide(found, decision)
+    if refusal:
+        flash(f"{refusal.rule}: {refusal_message(refusal)}", "refusal")
+    elif decision == "accepted":
+        flash(_("Accepted: it is published with your key."), "ok")
+    else:
+        flash(_("Declined: it will not be published. The signer is not told."), "ok")
+    return redirect(url_for("attendee.received"))
+
+
+@blueprint.route("/me/key.asc")
+def my_signed_key():
+    """My key with the certifications I accepted, to import or publish."""
+    attendee = _require_me()
+    response = current_app.response_class(
+        exports.own_key(attendee), mimetype="application/pgp-keys"
+    )
+    name = attendee.keys[0].fingerprint if attendee.keys else "key"
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}.asc"'
+    return response
+
+
+@blueprint.route("/confirm/<token>", methods=["GET", "POST"])
+def confirm_email(token: str):
+    """C3: the link from the encrypted mail proves the address; the owner's
+    button accepts. A GET alone changes nothing, so a mail scanner or link
+    preview that opens the link cannot accept for the owner."""
+    form = ButtonForm()
+    if request.method == "GET" or not form.validate_on_submit():
+        return render_template("confirm_email.html", form=form)
+    certification = delivery.confirm(token)
+    if certification is None:
+        return render_template(
+            "message.html",
+            title=_("This link does not work"),
+            message=_("It was already used, or it is not a keyparty confirmation link."),
+        ), 404
+    publishing.publish(certification)
+    return render_template(
+        "message.html",
+        title=_("Thank you"),
+        message=_("Your address is confirmed and the certification is published with your key."),
     )
 
 

@@ -19,9 +19,14 @@ from flask import render_template
 from flask import request
 from flask import session
 from flask import url_for
+from markupsafe import Markup
 
+from keyparty import delivery
 from keyparty import events
+from keyparty import exports
+from keyparty import publishing
 from keyparty import registration
+from keyparty import report
 from keyparty import verification
 from keyparty.badges import badges_for
 from keyparty.extensions import db
@@ -171,3 +176,45 @@ def badges(event_id: str):
     return render_template(
         "badges.html", event=event, badges=badges_for(event, public_base_url(request.host_url))
     )
+
+
+@blueprint.route("/e/<event_id>/keyring.asc")
+def keyring(event_id: str):
+    """The published keyring: only certifications their owners accepted (O1)."""
+    event = _event_or_404(event_id)
+    return Response(
+        exports.keyring(event),
+        mimetype="application/pgp-keys",
+        headers={"Content-Disposition": f'attachment; filename="keyring-{event.id}.asc"'},
+    )
+
+
+@blueprint.route("/e/<event_id>/report")
+def report_page(event_id: str):
+    event = _event_or_404(event_id)
+    return render_template(
+        "host/report.html",
+        event=event,
+        totals=report.totals(event),
+        graph=Markup(report.graph_svg(event)),
+        expiring=len(report.expiring(publishing.owner_accepted(event), 60)),
+    )
+
+
+@blueprint.route("/e/<event_id>/deliver", methods=["POST"])
+def deliver(event_id: str):
+    """C3: send the email certifications (or write them to the outbox)."""
+    event = _event_or_404(event_id)
+    if not StepForm().validate_on_submit():
+        abort(400)
+    try:
+        result = delivery.deliver(
+            event,
+            public_base_url(request.host_url),
+            delivery.smtp_settings(current_app.config),
+            events.event_files(event) / "outbox",
+        )
+        flash(delivery.describe(result), "ok")
+    except delivery.DeliveryError as problem:
+        flash(str(problem), "error")
+    return redirect(url_for("host.event", event_id=event.id))

@@ -1,0 +1,114 @@
+"""Exports of the published keyring: only owner-accepted certifications (O1),
+never ownertrust, never export-minimal (it would strip the certifications).
+
+One `gpg --export` of the published home; the per-key, per-user-ID and Web
+Key Directory files are cut from it in Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from email.utils import parseaddr
+from pathlib import Path
+
+from keyparty import openpgp
+from keyparty.models import Attendee
+from keyparty.models import Event
+from keyparty.publishing import published_home
+
+ZBASE32 = "ybndrfg8ejkmcpqxot1uwisza345h769"
+
+
+def keyring(event: Event, armor: bool = True) -> bytes:
+    return published_home(event).export([k.fingerprint for k in event.keys], armor=armor)
+
+
+def _blocks(event: Event) -> list[openpgp.KeyBlock]:
+    data = keyring(event, armor=False)
+    return openpgp.read_keys(data) if data else []
+
+
+def write_keyring(event: Event, path: Path, binary: bool = False) -> Path:
+    path.write_bytes(keyring(event, armor=not binary))
+    return path
+
+
+def write_per_key(event: Event, folder: Path) -> list[Path]:
+    """One armored file per attendee key, named by fingerprint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for block in _blocks(event):
+        path = folder / f"{block.fingerprint}.asc"
+        path.write_text(openpgp.armor(block.data), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def write_per_user_id(event: Event, folder: Path) -> list[Path]:
+    """One file per user ID: the key with only that user ID and the published
+    certifications on it (what caff and pius send to each address)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for block in _blocks(event):
+        for n, entry in enumerate(openpgp.user_id_signatures(block), 1):
+            data = openpgp.keep_user_ids(block, lambda uid, mine=entry.user_id: uid == mine)
+            path = folder / f"{block.fingerprint}-uid{n}.asc"
+            path.write_text(openpgp.armor(data), encoding="utf-8")
+            written.append(path)
+    return written
+
+
+def zbase32(data: bytes) -> str:
+    bits = "".join(f"{byte:08b}" for byte in data)
+    return "".join(ZBASE32[int(bits[i : i + 5].ljust(5, "0"), 2)] for i in range(0, len(bits), 5))
+
+
+def wkd_hash(local_part: str) -> str:
+    """The Web Key Directory name of a mailbox's local part (z-base-32 of SHA-1)."""
+    return zbase32(hashlib.sha1(local_part.lower().encode("utf-8")).digest())
+
+
+def _address(user_id: bytes) -> str | None:
+    _, address = parseaddr(user_id.decode("utf-8", "replace"))
+    return address if address.count("@") == 1 else None
+
+
+def write_wkd(event: Event, folder: Path) -> list[Path]:
+    """A Web Key Directory for the event's email user IDs, in both layouts:
+    direct:   DOMAIN/.well-known/openpgpkey/hu/HASH  (served at https://DOMAIN)
+    advanced: openpgpkey.DOMAIN/.well-known/openpgpkey/DOMAIN/hu/HASH
+    Each file is the binary key with only the user IDs of that address."""
+    written = []
+    by_address: dict[str, list[bytes]] = {}
+    for block in _blocks(event):
+        for entry in openpgp.user_id_signatures(block):
+            address = _address(entry.user_id)
+            if address:
+                mine = address.lower()
+                data = openpgp.keep_user_ids(
+                    block, lambda uid, mine=mine: (_address(uid) or "").lower() == mine
+                )
+                by_address.setdefault(mine, [])
+                if data not in by_address[mine]:
+                    by_address[mine].append(data)
+    for address, keys in sorted(by_address.items()):
+        local, domain = address.split("@")
+        for base in (
+            folder / domain / ".well-known" / "openpgpkey",
+            folder / f"openpgpkey.{domain}" / ".well-known" / "openpgpkey" / domain,
+        ):
+            (base / "hu").mkdir(parents=True, exist_ok=True)
+            policy = base / "policy"
+            if not policy.exists():
+                policy.write_text("# keyparty: keys certified at a key-signing party\n")
+                written.append(policy)
+            path = base / "hu" / wkd_hash(local)
+            path.write_bytes(b"".join(keys))
+            written.append(path)
+    return written
+
+
+def own_key(attendee: Attendee) -> str:
+    """An attendee's own key with the certifications they accepted, armored."""
+    home = published_home(attendee.event)
+    return home.export([k.fingerprint for k in attendee.keys], armor=True).decode()
