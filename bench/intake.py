@@ -219,7 +219,9 @@ def main() -> None:
         }
         best = bi.best_interleaved(runs, options.repeat)
         if options.profile:
-            profiled = profile(lambda p: keyparty_intake(party.instance, party.event_id, uploads, p))
+            profiled = profile(
+                lambda p: keyparty_intake(party.instance, party.event_id, uploads, p)
+            )
         assert not (scratch / ".gnupg").exists(), "a gpg call ran without naming its home"
     finally:
         for path in list(bi._temp_dirs):

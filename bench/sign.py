@@ -123,7 +123,9 @@ def _generate_batch(first: int, last: int, secret: bool) -> bytes:
         for i in range(first, last + 1):
             bi.gpg(home, *QUIET, "--quick-add-uid", fingerprints[i], second_user_id(i))
         export = "--export-secret-keys" if secret else "--export"
-        return bi.gpg(home, *QUIET, export, *(fingerprints[i] for i in range(first, last + 1))).stdout
+        return bi.gpg(
+            home, *QUIET, export, *(fingerprints[i] for i in range(first, last + 1))
+        ).stdout
     finally:
         remove(home)  # kills the agent first
 
@@ -184,9 +186,7 @@ def signer_home(secret_keys: Path) -> tuple[Path, list[str], bytes]:
 
 
 def stop_agent(home: Path) -> None:
-    subprocess.run(
-        [bi.GPGCONF, "--homedir", str(home), "--kill", "gpg-agent"], capture_output=True
-    )
+    subprocess.run([bi.GPGCONF, "--homedir", str(home), "--kill", "gpg-agent"], capture_output=True)
 
 
 def copy_home(template: Path) -> Path:
@@ -329,7 +329,9 @@ def raw_commands(bundle: dict, home: Path, out: Path, keyfile: Path) -> list[lis
         user_ids.setdefault(v["fingerprint"], []).append(v["user_id"])
     commands = [[*base, "--import", str(keyfile)]]
     for fingerprint, uids in user_ids.items():
-        commands.append([*base, *options, "--quick-sign-key", fingerprint, *(f"={u}" for u in uids)])
+        commands.append(
+            [*base, *options, "--quick-sign-key", fingerprint, *(f"={u}" for u in uids)]
+        )
     for fingerprint, uids in user_ids.items():
         for n, uid in enumerate(uids):
             export = ["--export", "--export-filter", f"keep-uid=uid = {uid}", fingerprint]
@@ -473,7 +475,9 @@ def main() -> None:
         for n in sizes:
             targets = cached_keys(n).read_bytes()
             started = time.perf_counter()
-            party = build_event(short_tempdir(), f"Sign bench {n}", targets, signer_public, [signer])
+            party = build_event(
+                short_tempdir(), f"Sign bench {n}", targets, signer_public, [signer]
+            )
             bundle = party.bundles[signer]
             assert len(bundle["keys"]) == n and len(bundle["verifications"]) == 2 * n
             print(f"N = {n}: event {party.event_id} built in {time.perf_counter() - started:.1f} s")
