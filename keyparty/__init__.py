@@ -37,15 +37,30 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_commands(app)
     register_template_helpers(app)
     register_security_headers(app)
+    register_error_pages(app)
     return app
 
 
+def register_error_pages(app: Flask) -> None:
+    from flask import render_template
+
+    @app.errorhandler(413)
+    def too_large(_error):
+        message = (
+            "That upload is too large. A public key is a few KiB (keyparty takes keys up to "
+            "1 MiB); export it with `gpg --armor --export FINGERPRINT`."
+        )
+        return render_template("message.html", title="Too large", message=message), 413
+
+
 def register_extensions(app: Flask) -> None:
+    from keyparty import ratelimit
     from keyparty import storage
 
     db.init_app(app)
     csrf.init_app(app)
     storage.init_app(app)
+    ratelimit.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:

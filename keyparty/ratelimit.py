@@ -31,4 +31,12 @@ class RateLimiter:
             return 0
 
 
-limiter = RateLimiter()
+def init_app(app) -> None:
+    app.extensions["keyparty.ratelimit"] = RateLimiter()
+
+
+def hit(key: str, limit: int, per_seconds: float) -> int:
+    """Count one request against this app's limiter; 0 if allowed, else seconds to wait."""
+    from flask import current_app
+
+    return current_app.extensions["keyparty.ratelimit"].hit(key, limit, per_seconds)

@@ -176,3 +176,33 @@ def test_forms_need_a_csrf_token(instance):
         response = strict.test_client().post("/host/events", data={"name": "No token"})
         assert response.status_code == 400
         assert db.session.scalar(db.select(db.func.count()).select_from(Event)) == 0
+
+
+def test_guessing_join_links_is_slowed_down(client):
+    statuses = [client.get(f"/join/guess{n}").status_code for n in range(12)]
+    assert statuses[:10] == [404] * 10
+    assert statuses[-1] == 429
+    assert "Wait" in client.get("/join/guess-more").text
+
+
+def test_scripted_calls_send_the_csrf_token_in_a_header(instance):
+    strict = create_app({"TESTING": True})
+    with strict.app_context():
+        client = strict.test_client()
+        page = client.get("/host/").text
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+        response = client.post(
+            "/host/events", data={"name": "Scripted"}, headers={"X-CSRFToken": token}
+        )
+        assert response.status_code == 302
+        assert db.session.get(Event, "scripted") is not None
+
+
+def test_an_upload_over_the_limit_gets_a_plain_message(client, event):
+    response = client.post(
+        f"/e/{event.id}/register",
+        data={"name": "Big", "key_file": (io.BytesIO(b"x" * (3 * 1024 * 1024)), "big.asc")},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 413
+    assert "gpg --armor --export" in response.text

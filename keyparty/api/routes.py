@@ -13,13 +13,13 @@ from flask import jsonify
 from flask import request
 
 from keyparty import intake
+from keyparty import ratelimit
 from keyparty.bundle import bundle_for
 from keyparty.extensions import csrf
 from keyparty.extensions import db
 from keyparty.models import Attendee
 from keyparty.models import Event
 from keyparty.network import public_base_url
-from keyparty.ratelimit import limiter
 from keyparty.registration import hash_token
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
@@ -45,7 +45,7 @@ def _signer(event_id: str) -> Attendee:
         else None
     )
     if signer is None or signer.event_id != event_id:
-        if limiter.hit(f"api-miss:{request.remote_addr}", 10, 60):
+        if ratelimit.hit(f"api-miss:{request.remote_addr}", 10, 60):
             abort(_error(429, "Too many failed attempts; wait a minute."))
         abort(_error(401, "Unknown signing token: copy it again from your phone page."))
     return signer

@@ -25,6 +25,7 @@ from keyparty import delivery
 from keyparty import events
 from keyparty import exports
 from keyparty import publishing
+from keyparty import ratelimit
 from keyparty import registration
 from keyparty import rules
 from keyparty import storage
@@ -49,7 +50,6 @@ from keyparty.network import is_loopback
 from keyparty.network import public_base_url
 from keyparty.qr import fingerprint_payload
 from keyparty.qr import qr_svg
-from keyparty.ratelimit import limiter
 
 blueprint = Blueprint("attendee", __name__)
 
@@ -75,7 +75,7 @@ def current_attendee() -> Attendee | None:
 
 
 def _too_fast(bucket: str, limit: int, per_seconds: int):
-    wait = limiter.hit(bucket, limit, per_seconds)
+    wait = ratelimit.hit(bucket, limit, per_seconds)
     if wait:
         message = _("Too many requests. Wait {wait} s and try again.", wait=wait)
         return render_template("message.html", title=_("Slow down"), message=message), 429
