@@ -728,7 +728,9 @@ def main() -> int:
     print(
         f"\nCPU over {wall:.1f} s: server {cpu_server:.1f} s ({cpu_server / wall:.0%} of a core), "
         f"this client {cpu_client:.1f} s ({cpu_client / wall:.0%} of a core), "
-        f"machine {machine:.2f} of {os.cpu_count()} cores busy (other processes included)"
+        f"machine {machine:.2f} of {os.cpu_count()} cores busy, of which other processes "
+        f"{max(0.0, machine - (cpu_server + cpu_client) / wall):.2f} (figures are noisy when "
+        "this is high)"
     )
     p99 = percentile([s.ms for s in answered], 99)
     if not stress:

@@ -20,7 +20,9 @@ from flask import current_app
 from sqlalchemy import func
 from sqlalchemy import select
 
+from keyparty import exports
 from keyparty import openpgp
+from keyparty import report
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
 from keyparty.models import Attendee
@@ -219,10 +221,6 @@ def purge(event: Event) -> dict[str, int]:
     """After a closed event: keep the exports and event-wide totals, delete
     the personal data (names, emails, tokens, user IDs, verifications) and
     the event's GnuPG homes. Returns what was deleted."""
-    # Late imports: exports and report build on this module.
-    from keyparty import exports
-    from keyparty import report
-
     if event.state != "closed":
         raise ValueError(f"Purge only a closed event; {event.id} is {event.state}.")
     final = event_files(event) / "final"
