@@ -29,7 +29,8 @@ def _blocks(event: Event) -> list[openpgp.KeyBlock]:
 
 
 def write_keyring(event: Event, path: Path, binary: bool = False) -> Path:
-    path.write_bytes(keyring(event, armor=not binary))
+    # The published home holds exactly the event's keys: export it whole.
+    published_home(event).export_to(path, armor=not binary)
     return path
 
 

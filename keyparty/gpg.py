@@ -8,10 +8,12 @@ Callers speak in domain words: import keys, list keys, export keys.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import resource
 import shutil
+import subprocess
 import tempfile
 import threading
 from collections.abc import Iterable
@@ -51,6 +53,9 @@ MIN_VERSION = (2, 2, 36)
 
 ALGORITHM_NAMES = {1: "rsa", 2: "rsa", 3: "rsa", 16: "elg", 17: "dsa", 18: "ecdh", 19: "ecdsa"}
 ALGORITHM_NAMES |= {20: "elg-sign", 22: "eddsa"}
+
+
+_GPG_CACHE: dict[tuple, _BoundedGPG] = {}
 
 
 class GnuPGError(RuntimeError):
@@ -351,14 +356,19 @@ class GnuPGHome:
     @property
     def gpg(self) -> _BoundedGPG:
         if self._gpg is None:
-            self._gpg = _BoundedGPG(
-                gpgbinary=self.binary,
-                gnupghome=str(self.path),
-                options=self.options,
-                encoding="utf-8",
-            )
-            self._gpg.buffer_size = 1 << 16
-            check_version(self._gpg.version)
+            # python-gnupg runs `gpg --version` per instance: keep one per home.
+            cache_key = (self.binary, str(self.path), tuple(self.options))
+            self._gpg = _GPG_CACHE.get(cache_key)
+            if self._gpg is None:
+                self._gpg = _BoundedGPG(
+                    gpgbinary=self.binary,
+                    gnupghome=str(self.path),
+                    options=self.options,
+                    encoding="utf-8",
+                )
+                self._gpg.buffer_size = 1 << 16
+                check_version(self._gpg.version)
+                _GPG_CACHE[cache_key] = self._gpg
         return self._gpg
 
     # -- running ---------------------------------------------------------
@@ -490,6 +500,30 @@ class GnuPGHome:
         if run.returncode != 0 or not run.data:
             raise GnuPGError(f"gpg could not encrypt to {recipient}: {run.stderr.strip()[-200:]}")
         return run.data
+
+    def export_to(self, path: Path, armor: bool = False) -> None:
+        """Write every key of this home with its signatures straight to `path`.
+
+        A keyring of a thousand keys is megabytes: gpg writes the file itself,
+        without status lines or a copy through Python (python-gnupg always
+        asks for status lines, which cost as much as the export here).
+        """
+        command = [self.binary, "--homedir", str(self.path), "--batch", "--no-tty"]
+        command += [*self.options, "--yes", "--output", str(path)]
+        command += [*(["--armor"] if armor else []), "--export"]
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        limit = (_BoundedGPG.memory_limit, _BoundedGPG.memory_limit)
+        with contextlib.suppress(OSError):
+            resource.prlimit(process.pid, resource.RLIMIT_AS, limit)
+        try:
+            _, errors = process.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise GnuPGError(f"gpg took longer than {self.timeout:.0f} s and was stopped") from None
+        if process.returncode != 0:
+            raise GnuPGError(f"gpg could not export: {errors.decode(errors='replace')[-300:]}")
 
     def export(self, fingerprints: Iterable[str], armor: bool = False) -> bytes:
         """Export keys with every signature they hold here (never export-minimal)."""

@@ -93,7 +93,7 @@ def take_in(
     keys = {key.fingerprint: key for key in event.keys}
     home = event_home(event)
     with home.staged() as stage:
-        stage.import_keys(b"".join(c.minimal for c in candidates), options=None)
+        stage.import_keys(openpgp.group_by_key([c.minimal for c in candidates]), options=None)
         checked = {
             (r.key_fingerprint, r.user_id, r.issuer_fingerprint, r.created): r.validity
             for r in stage.certifications({c.block.fingerprint for c in candidates} & set(keys))
@@ -107,7 +107,7 @@ def take_in(
         # Start again from the event keyring with only what was accepted.
         stage.reset()
         if accepted:
-            stage.import_keys(b"".join(c.minimal for c in accepted), options=None)
+            stage.import_keys(openpgp.group_by_key([c.minimal for c in accepted]), options=None)
         db.session.commit()
     return outcomes
 

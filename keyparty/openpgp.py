@@ -36,6 +36,7 @@ __all__ = [
     "KeyComponent",
     "KeyMaterialRefused",
     "keep_user_ids",
+    "group_by_key",
     "Signature",
     "UserIDSignatures",
     "armor",
@@ -1046,3 +1047,18 @@ def keep_user_ids(block: KeyBlock, keep: Callable[[bytes], bool]) -> bytes:
         if keeping:
             parts.append(buf[start:end])
     return b"".join(parts)
+
+
+def group_by_key(keys: Sequence[bytes]) -> bytes:
+    """Binary keys (e.g. many minimal keys) regrouped so each primary key comes
+    once, followed by everything the pieces carried for it.
+
+    gpg merges a key block into an existing key far faster once than the same
+    certifications arriving as thousands of separate blocks of one key.
+    """
+    grouped: dict[bytes, list[bytes]] = {}
+    for data in keys:
+        for block in read_keys(data):
+            primary = primary_key_packet(block)
+            grouped.setdefault(primary, []).append(block.data[len(primary) :])
+    return b"".join(primary + b"".join(rest) for primary, rest in grouped.items())

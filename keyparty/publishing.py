@@ -50,10 +50,10 @@ def rebuild_published(event: Event, home: GnuPGHome | None = None) -> GnuPGHome:
     with home.staged() as stage:
         for name in ("pubring.kbx", "trustdb.gpg"):
             (stage.path / name).unlink(missing_ok=True)
-        keys = b"".join(openpgp.dearmor(k.armored.encode()) for k in event.keys)
-        certs = b"".join(openpgp.dearmor(c.armored.encode()) for c in owner_accepted(event))
-        if keys:
-            stage.import_keys(keys + certs, options=None)
+        pieces = [openpgp.dearmor(k.armored.encode()) for k in event.keys]
+        pieces += (openpgp.dearmor(c.armored.encode()) for c in owner_accepted(event))
+        if pieces:
+            stage.import_keys(openpgp.group_by_key(pieces), options=None)
     return home
 
 
