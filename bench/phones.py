@@ -233,14 +233,16 @@ def start_server(env: dict, port: int, log: Path, threads: int | None) -> subpro
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"keyparty serve exited ({server.returncode}):\n{log.read_text()}")
+        connection = http.client.HTTPConnection(HOST, port, timeout=2)
         try:
-            connection = http.client.HTTPConnection(HOST, port, timeout=2)
             connection.request("GET", "/")
             if connection.getresponse().status == 200:
-                connection.close()
                 return server
         except OSError:
-            time.sleep(0.1)
+            pass
+        finally:
+            connection.close()
+        time.sleep(0.1)
     stop_server(server)
     raise SystemExit(f"keyparty serve did not answer on {HOST}:{port} within 30 s")
 
@@ -616,8 +618,13 @@ def main() -> int:
         machine = (busy_now[0] - busy[0]) / max(1, busy_now[1] - busy[1]) * (os.cpu_count() or 1)
         stuck = sum(phone.is_alive() for phone in phones)
         if profiler:
-            profiler.wait(60)
-            print(f"profile of the server: {options.profile}")
+            try:
+                profiler.wait(60)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
+                profiler.wait()
+            written = Path(options.profile).exists()
+            print(f"profile of the server: {options.profile if written else 'py-spy wrote none'}")
         stop_server(server)
         log = (scratch / "server.log").read_text(errors="replace")
         server = None

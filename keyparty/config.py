@@ -45,6 +45,9 @@ def settings_from_env(instance: Path) -> dict:
         "SMTP_USER": env.get("KEYPARTY_SMTP_USER") or None,
         "SMTP_SENDER": env.get("KEYPARTY_SMTP_SENDER") or None,
         "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+        # One connection per server thread (keyparty serve runs 32), so no
+        # request waits for a connection while another holds the write lock.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 32, "max_overflow": 8},
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "WTF_CSRF_TIME_LIMIT": None,

@@ -9,5 +9,8 @@ class Base(DeclarativeBase):
     pass
 
 
-db = SQLAlchemy(model_class=Base)
+# Views keep using what they just committed (names for a message, ids for a
+# redirect): reloading it would open a second transaction, on SQLite a second
+# write lock, per request.
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 csrf = CSRFProtect()

@@ -99,15 +99,17 @@ def take_in(
             for r in stage.certifications({c.block.fingerprint for c in candidates} & set(keys))
         }
         accepted = []
+        verified = _unwithdrawn_verifications(event)
         for candidate in candidates:
-            outcome = _judge(event, candidate, keys, uploader, checked)
+            outcome = _judge(event, candidate, keys, uploader, checked, verified)
             outcomes.append(outcome)
             if outcome.status == "accepted":
                 accepted.append(candidate)
-        # Start again from the event keyring with only what was accepted.
-        stage.reset()
-        if accepted:
-            stage.import_keys(openpgp.group_by_key([c.minimal for c in accepted]), options=None)
+        if len(accepted) < len(candidates):
+            # Start again from the event keyring with only what was accepted.
+            stage.reset()
+            if accepted:
+                stage.import_keys(openpgp.group_by_key([c.minimal for c in accepted]), options=None)
         db.session.commit()
     return outcomes
 
@@ -173,6 +175,7 @@ def _judge(
     keys: dict[str, Key],
     uploader: Attendee | None,
     checked: dict,
+    verified: dict[tuple[int, int, str], Verification],
 ) -> Outcome:
     signature = candidate.signature
     target = keys.get(candidate.block.fingerprint or "")
@@ -186,7 +189,9 @@ def _judge(
     expires = (
         created + timedelta(seconds=signature.expires_after) if signature.expires_after else None
     )
-    verification = _verification(signer, user_id, context)
+    verification = (
+        verified.get((signer.id, user_id.id, context)) if signer and user_id and context else None
+    )
     window_start, window_end = signing_window(event)
     validity = checked.get(
         (candidate.block.fingerprint, uid_text, signature.issuer_fingerprint, created)
@@ -257,14 +262,11 @@ def _notation(signature: openpgp.Signature, name: str) -> str | None:
     return value.decode("utf-8", "replace") if value is not None else None
 
 
-def _verification(signer: Attendee | None, user_id, context: str | None) -> Verification | None:
-    if signer is None or user_id is None or context is None:
-        return None
-    return db.session.scalar(
+def _unwithdrawn_verifications(event: Event) -> dict[tuple[int, int, str], Verification]:
+    """Every verification a certification could rest on (T2), by (signer, user ID, context)."""
+    found = db.session.scalars(
         select(Verification).where(
-            Verification.signer_id == signer.id,
-            Verification.user_id_id == user_id.id,
-            Verification.context == context,
-            Verification.withdrawn_at.is_(None),
+            Verification.event_id == event.id, Verification.withdrawn_at.is_(None)
         )
     )
+    return {(v.signer_id, v.user_id_id, v.context): v for v in found}

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import func
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from keyparty import rules
 from keyparty.extensions import db
@@ -61,12 +62,20 @@ def confirm_entry(attendee: Attendee, now: datetime) -> Refusal | None:
     return None
 
 
-def active_verifications(signer: Attendee) -> list[Verification]:
-    return db.session.scalars(
+def active_verifications(signer: Attendee, key: Key | None = None) -> list[Verification]:
+    """The signer's own unwithdrawn verifications (of one key, if given), with
+    their user IDs and keys loaded in the same query."""
+    query = (
         select(Verification)
+        .options(joinedload(Verification.user_id).joinedload(UserID.key))
         .where(Verification.signer_id == signer.id, Verification.withdrawn_at.is_(None))
         .order_by(Verification.recorded_at)
-    ).all()
+    )
+    if key is not None:
+        query = query.join(UserID, Verification.user_id_id == UserID.id).where(
+            UserID.key_id == key.id
+        )
+    return db.session.scalars(query).unique().all()
 
 
 def record(

@@ -373,9 +373,8 @@ def _key_page(event: Event, key: Key, forms: dict | None = None, status: int = 2
     mine = {}
     if me is not None and me.event_id == event.id:
         # Only the signer's own verifications of this key: never anyone else's (T3).
-        for v in verification.active_verifications(me):
-            if v.user_id.key_id == key.id:
-                mine.setdefault(v.user_id_id, []).append(v)
+        for v in verification.active_verifications(me, key):
+            mine.setdefault(v.user_id_id, []).append(v)
     contexts = verification.event_contexts(event)
     forms = forms or {}
     for uid in key.user_ids:
