@@ -19,6 +19,8 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field
+from datetime import UTC
+from datetime import datetime
 from pathlib import Path
 
 from keyparty import openpgp
@@ -116,9 +118,16 @@ def listed_fingerprints(party_list: str) -> set[str]:
     return {"".join(f.split()) for f in found}
 
 
-def check_bundle(bundle: dict) -> None:
+def check_bundle(bundle: dict, now: datetime | None = None) -> None:
     """The bundle must be what the signer confirmed: digests of its own list,
-    and every verified key on that list with the same fingerprint."""
+    and every verified key on that list with the same fingerprint; and the
+    signing window must still be open (D3)."""
+    ends = datetime.fromisoformat(bundle["event"]["signing_window_ends"])
+    if (now or datetime.now(UTC)) > ends:
+        raise SigningError(
+            f"D3: the signing window of this event ended on {ends:%Y-%m-%d}: a verification "
+            "goes stale, so nothing is certified now. Verify again at a new event."
+        )
     digests = party_list_digests(bundle)
     if digests["SHA256"] != bundle.get("party_list_sha256"):
         raise SigningError("The party list in the bundle does not match its own digest.")

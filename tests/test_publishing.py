@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from datetime import timedelta
 
 from keyparty import events
 from keyparty import exports
@@ -13,6 +14,7 @@ from keyparty import report
 from keyparty.extensions import db
 from keyparty.models import Attendee
 from keyparty.models import Certification
+from keyparty.models import utcnow
 from tests.conftest import attendee_named
 from tests.conftest import phone_of
 from tests.conftest import short_tempdir
@@ -233,3 +235,15 @@ def test_purge_keeps_exports_and_totals_only(app, runner, certified_event):
     assert (final / "keyring.asc").read_text().startswith("-----BEGIN PGP PUBLIC KEY BLOCK")
     assert "Alice" not in (final / "totals.json").read_text()
     assert not events.event_home(event).path.joinpath("pubring.kbx").exists()
+
+
+def test_each_attendee_sees_their_own_certifications_expiring_soon(app, certified_event):
+    carol_cert = received(certified_event, "Carol", "Carol Example <carol@example.org>", "identity")
+    carol_cert.expires = utcnow() + timedelta(days=10)
+    db.session.commit()
+    alice = phone_of(app, attendee_named(certified_event, "Alice")).get("/me").text
+    carol = phone_of(app, attendee_named(certified_event, "Carol")).get("/me").text
+    bob = phone_of(app, attendee_named(certified_event, "Bob")).get("/me").text
+    assert "Expiring soon" in alice and "Given: Carol Example &lt;carol@example.org&gt;" in alice
+    assert "Received: Carol Example &lt;carol@example.org&gt;" in carol
+    assert "Expiring soon" not in bob, "a year away is not soon"

@@ -251,3 +251,14 @@ def test_the_bundle_holds_only_the_signers_own_verifications(signing_event):
     bob_fpr = attendee_named(signing_event, "Bob").keys[0].fingerprint
     assert bob_fpr not in json.dumps([v for v in data["verifications"] if "Carol" in v["user_id"]])
     assert db.session.scalar(db.select(db.func.count()).select_from(Verification)) == 5
+
+
+def test_after_the_signing_window_nothing_is_certified(signing_event, alice_home, tmp_path):
+    data = bundle_for(attendee_named(signing_event, "Alice"), BASE_URL)
+    data["event"]["signing_window_ends"] = "2020-01-01T00:00:00+00:00"
+    path = tmp_path / "late.json"
+    path.write_text(json.dumps(data))
+    result = sign(
+        str(path), "--homedir", str(alice_home.path), "--digest", data["party_list_sha256"]
+    )
+    assert result.returncode != 0 and "D3" in result.stderr

@@ -27,6 +27,7 @@ from keyparty import exports
 from keyparty import publishing
 from keyparty import ratelimit
 from keyparty import registration
+from keyparty import report
 from keyparty import rules
 from keyparty import storage
 from keyparty import verification
@@ -186,7 +187,20 @@ def me():
             .where(Certification.signer_id == attendee.id)
             .order_by(Certification.received_at)
         ).all(),
+        expiring=_expiring_soon(attendee),
     )
+
+
+EXPIRING_DAYS = 60
+
+
+def _expiring_soon(attendee: Attendee) -> dict[str, list[Certification]]:
+    """D4: my certifications, given and received, that expire within 60 days."""
+    given, received = report.given_and_received(attendee)
+    return {
+        "given": report.expiring(given, EXPIRING_DAYS),
+        "received": report.expiring(received, EXPIRING_DAYS),
+    }
 
 
 @blueprint.route("/me/signing-token", methods=["POST"])
