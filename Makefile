@@ -68,6 +68,10 @@ test: system-test setup lint
 
 bench: setup
 	$(BIN)/python bench/import.py
+	$(BIN)/python bench/phones.py
+	$(BIN)/python bench/sign.py
+	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/export.py
 
 fixtures: setup
 	$(BIN)/python gnupg-home-fixtures/make_fixtures.py
