@@ -130,17 +130,10 @@ def import_command(event_id: str, files: tuple[str, ...]) -> None:
     given in the other files.
     """
     event = _event(event_id)
-    signups: dict[str, registration.Signup] = {}
-    inputs = []
-    for name in files:
-        path = Path(name)
-        if path.suffix.lower() == ".csv":
-            try:
-                signups |= registration.read_signups(path.read_text(encoding="utf-8-sig"))
-            except (ValueError, UnicodeDecodeError) as problem:
-                raise click.ClickException(f"{name}: {problem}") from None
-        else:
-            inputs.append((path.name, path.read_bytes()))
+    try:
+        inputs, signups = registration.sort_files([(n, Path(n).read_bytes()) for n in files])
+    except ValueError as problem:
+        raise click.ClickException(str(problem)) from None
     result = registration.register_keys(event, inputs, events.event_home(event), signups=signups)
     base = _base_url()
     for accepted in result.accepted:

@@ -287,3 +287,20 @@ def read_signups(text: str) -> dict[str, Signup]:
         email = (row.get(columns.get("email", ""), "") or "").strip() or None
         signups[fingerprint] = Signup(row[columns["name"]].strip(), email, fingerprint)
     return signups
+
+
+def sort_files(files: list[tuple[str, bytes]]) -> tuple[list[tuple[str, bytes]], dict[str, Signup]]:
+    """Split what the host gave into key data and sign-up sheets (*.csv).
+
+    Raises ValueError naming the file when a sheet cannot be read.
+    """
+    inputs, signups = [], {}
+    for name, data in files:
+        if name.lower().endswith(".csv"):
+            try:
+                signups |= read_signups(data.decode("utf-8-sig"))
+            except (ValueError, UnicodeDecodeError) as problem:
+                raise ValueError(f"{name}: {problem}") from None
+        else:
+            inputs.append((name, data))
+    return inputs, signups

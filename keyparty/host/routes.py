@@ -134,18 +134,11 @@ def import_keys(event_id: str):
     if not form.validate_on_submit():
         flash("Choose at least one file to import.", "error")
         return redirect(url_for("host.event", event_id=event.id))
-    signups: dict[str, registration.Signup] = {}
-    inputs = []
-    for upload in form.files.data:
-        data = upload.read()
-        if upload.filename.lower().endswith(".csv"):
-            try:
-                signups |= registration.read_signups(data.decode("utf-8-sig"))
-            except (ValueError, UnicodeDecodeError) as problem:
-                flash(f"{upload.filename}: {problem}", "error")
-                return redirect(url_for("host.event", event_id=event.id))
-        else:
-            inputs.append((upload.filename, data))
+    try:
+        inputs, signups = registration.sort_files([(f.filename, f.read()) for f in form.files.data])
+    except ValueError as problem:
+        flash(str(problem), "error")
+        return redirect(url_for("host.event", event_id=event.id))
     result = registration.register_keys(event, inputs, events.event_home(event), signups=signups)
     return render_template(
         "host/imported.html",
