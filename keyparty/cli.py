@@ -142,9 +142,11 @@ def import_command(event_id: str, files: tuple[str, ...]) -> None:
             click.echo(f"updated  {key.fingerprint}  {key.attendee.name}")
         else:
             click.echo(f"accepted {key.fingerprint}  {key.attendee.name}")
-            click.echo(
-                f"         join link (give it to this attendee only): {base}/join/{accepted.join_token}"
-            )
+            if accepted.join_token:
+                link = f"{base}/join/{accepted.join_token}"
+                click.echo(f"         join link (give it to this attendee only): {link}")
+            else:
+                click.echo("         another key of this attendee: their join link stays the same")
     for rejected in result.rejected:
         click.echo(f"refused  {rejected.source}: {rejected.message}", err=True)
     registered = {a.key.fingerprint for a in result.accepted}

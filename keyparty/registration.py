@@ -113,9 +113,10 @@ def register_keys(
                 result.accepted.append(Accepted(key, None, True))
             else:
                 signup = (signups or {}).get(fingerprint)
-                person = _attendee_for(event, record, signup, name, email)
-                token = secrets.token_urlsafe(18)
-                person.join_token_sha256 = hash_token(token)
+                person, new = _attendee_for(event, record, signup, name, email)
+                token = secrets.token_urlsafe(18) if new else None
+                if token:
+                    person.join_token_sha256 = hash_token(token)
                 key = Key(event=event, attendee=person, fingerprint=fingerprint, armored=armored)
                 _update_key(key, record, armored)
                 db.session.add(key)
@@ -247,9 +248,15 @@ def _attendee_for(
     signup: Signup | None,
     name: str | None,
     email: str | None,
-) -> Attendee:
+) -> tuple[Attendee, bool]:
+    """The attendee a new key belongs to, and whether they are new."""
     if signup:
         name, email = signup.name, signup.email
+        # One person on the sign-up sheet with several keys is one attendee
+        # (who may then certify with each of them).
+        same = [a for a in event.attendees if email and (a.email or "").lower() == email.lower()]
+        if same:
+            return same[0], False
     if not name:
         first = record.user_ids[0].text if record.user_ids else record.fingerprint
         uid_name, uid_email = parseaddr(first)
@@ -257,7 +264,7 @@ def _attendee_for(
         email = email or (uid_email if "@" in uid_email else None)
     person = Attendee(event=event, name=name.strip(), email=(email or None))
     db.session.add(person)
-    return person
+    return person, True
 
 
 def _update_key(key: Key, record: KeyRecord, armored: str) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 from keyparty import events
@@ -262,3 +263,68 @@ def test_after_the_signing_window_nothing_is_certified(signing_event, alice_home
         str(path), "--homedir", str(alice_home.path), "--digest", data["party_list_sha256"]
     )
     assert result.returncode != 0 and "D3" in result.stderr
+
+
+def test_one_attendee_certifies_with_each_of_their_keys(app, event, tmp_path):
+    """A sign-up sheet giving one person two keys makes one attendee; `keyparty
+    sign --local-user A --local-user B` certifies with both, and intake takes both."""
+    from keyparty import registration
+    from keyparty.models import utcnow
+    from tests.conftest import fingerprint_of
+    from tests.conftest import key_bytes
+
+    signer1 = (FIXTURES / "attendees" / "signer1.asc").read_bytes()
+    sheet = (
+        "name,email,fingerprint\n"
+        f"Alice Example,alice@example.org,{fingerprint_of('alice')}\n"
+        f"Alice Example,alice@example.org,{fingerprint_of('signer1')}\n"
+    )
+    inputs, signups = registration.sort_files(
+        [
+            ("sheet.csv", sheet.encode()),
+            ("a.asc", key_bytes("alice")),
+            ("s.asc", signer1),
+            ("b.asc", key_bytes("bob")),
+        ]
+    )
+    result = registration.register_keys(event, inputs, events.event_home(event), signups=signups)
+    assert [a.join_token is not None for a in result.accepted] == [True, False, True]
+    alice = attendee_named(event, "Alice")
+    assert len(alice.keys) == 2 and len(event.attendees) == 2
+    events.take_step(event, "freeze")
+    for attendee in event.attendees:
+        attendee.entry_confirmed_at = utcnow()
+    events.take_step(event, "start-verifying")
+    record(event, "Alice", "Bob", 0, "identity", "photo-id", 0)
+    events.take_step(event, "cool-off")
+    events.take_step(event, "start-signing")
+    event.date = date.today()
+    db.session.commit()
+
+    home = GnuPGHome(short_tempdir("kps"), agent=True)
+    for name in ("alice", "signer1"):
+        home.import_keys((FIXTURES / "attendees" / f"{name}.secret.asc").read_bytes(), options=None)
+    bundle = write_bundle(event, "Alice", tmp_path / "bundle.json")
+    out = tmp_path / "out"
+    result = sign(
+        str(bundle),
+        "--homedir",
+        str(home.path),
+        "--digest",
+        event.partylist_sha256,
+        "--local-user",
+        fingerprint_of("alice"),
+        "--local-user",
+        fingerprint_of("signer1"),
+        "--no-upload",
+        "--out",
+        str(out),
+    )
+    subprocess.run(["gpgconf", "--homedir", str(home.path), "--kill", "gpg-agent"], check=False)
+    assert result.returncode == 0, result.stderr
+    assert "made 2, skipped 0, failed 0" in result.stdout
+    outcomes = intake.take_in(event, [(p.name, p.read_bytes()) for p in sorted(out.glob("*.asc"))])
+    assert sorted(o.issuer for o in outcomes) == sorted(
+        [fingerprint_of("alice"), fingerprint_of("signer1")]
+    )
+    assert [o.status for o in outcomes] == ["accepted", "accepted"]
