@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+import waitress
 from flask import current_app
 from flask import render_template
 from flask.cli import FlaskGroup
@@ -257,8 +258,6 @@ def serve_command(host: str, port: int, threads: int, tls_cert, tls_key) -> None
     With --tls-cert and --tls-key it serves HTTPS, which phones need before
     they give the in-page scanner their camera.
     """
-    import waitress
-
     if bool(tls_cert) != bool(tls_key):
         raise click.ClickException("HTTPS needs both --tls-cert FILE and --tls-key FILE.")
     scheme = "https" if tls_cert else "http"

@@ -1,6 +1,7 @@
 """The GnuPG adapter against real gpg in temporary homes."""
 
 import multiprocessing
+import resource
 import time
 
 import pytest
@@ -98,8 +99,6 @@ def test_the_home_lock_serialises_processes(home):
 def test_gpg_runs_with_a_memory_bound(home):
     # The bound is what keeps a decompression bomb that slipped through
     # from taking the laptop's memory (DESIGN.md, "Untrusted keys").
-    import resource
-
     seen = []
     original = home.gpg.__class__._open_subprocess
 

@@ -3,6 +3,7 @@
 import logging
 import re
 import subprocess
+from datetime import date
 
 import pytest
 
@@ -72,7 +73,7 @@ def test_bad_input_is_refused_and_nothing_changes(event, path, problem, hint):
 
 
 def test_a_key_expiring_before_the_event_is_refused(app):
-    late_event = events.create_event("Far future party", __import__("datetime").date(2031, 1, 1))
+    late_event = events.create_event("Far future party", date(2031, 1, 1))
     result = web_registration(late_event, fixture_bytes("bad/expires-2030.asc"))
     assert result.rejected[0].problem == "expires-before-event"
     assert "2030-01-01" in result.rejected[0].message

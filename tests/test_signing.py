@@ -3,8 +3,10 @@ GnuPG home here), and intake on the host, with real gpg throughout."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import date
@@ -13,15 +15,19 @@ from pathlib import Path
 from keyparty import events
 from keyparty import intake
 from keyparty import openpgp
+from keyparty import registration
 from keyparty import verification
 from keyparty.bundle import bundle_for
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
 from keyparty.models import Certification
 from keyparty.models import Verification
+from keyparty.models import utcnow
 from tests.conftest import FIXTURES
 from tests.conftest import at
 from tests.conftest import attendee_named
+from tests.conftest import fingerprint_of
+from tests.conftest import key_bytes
 from tests.conftest import record
 from tests.conftest import short_tempdir
 
@@ -123,9 +129,7 @@ def test_a_key_not_on_the_frozen_list_is_refused(signing_event, alice_home, tmp_
     data = bundle_for(attendee_named(signing_event, "Alice"), BASE_URL)
     bob = attendee_named(signing_event, "Bob").keys[0].fingerprint
     data["party_list"] = data["party_list"].replace(bob[:4], "0000", 1)
-    data["party_list_sha256"] = (
-        __import__("hashlib").sha256(data["party_list"].encode()).hexdigest()
-    )
+    data["party_list_sha256"] = hashlib.sha256(data["party_list"].encode()).hexdigest()
     path = tmp_path / "tampered.json"
     path.write_text(json.dumps(data))
     result = sign(
@@ -147,7 +151,6 @@ def test_without_the_secret_key_the_signer_is_told(signing_event, tmp_path):
 
 def test_a_wrong_passphrase_stops_with_a_clear_message(signing_event, tmp_path):
     """Victor's key has a passphrase; --passphrase-fd gives it through loopback."""
-    from keyparty import registration
 
     registration.register_keys(
         signing_event,
@@ -184,12 +187,6 @@ def test_online_sign_with_a_token_uploads_and_the_phone_shows_outcomes(
 ):
     app = live_server.app
     with app.app_context():
-        from datetime import date
-
-        from keyparty import registration
-        from keyparty.models import utcnow
-        from tests.conftest import key_bytes
-
         event = events.create_event("Online Party", date.today())
         for name in ("alice", "bob"):
             registration.register_keys(event, [(name, key_bytes(name))], events.event_home(event))
@@ -235,8 +232,6 @@ def test_online_sign_with_a_token_uploads_and_the_phone_shows_outcomes(
 
 
 def _csrf(client) -> str:
-    import re
-
     page = client.get("/me").text
     return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
 
@@ -268,10 +263,6 @@ def test_after_the_signing_window_nothing_is_certified(signing_event, alice_home
 def test_one_attendee_certifies_with_each_of_their_keys(app, event, tmp_path):
     """A sign-up sheet giving one person two keys makes one attendee; `keyparty
     sign --local-user A --local-user B` certifies with both, and intake takes both."""
-    from keyparty import registration
-    from keyparty.models import utcnow
-    from tests.conftest import fingerprint_of
-    from tests.conftest import key_bytes
 
     signer1 = (FIXTURES / "attendees" / "signer1.asc").read_bytes()
     sheet = (
