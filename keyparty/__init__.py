@@ -82,9 +82,11 @@ def register_commands(app: Flask) -> None:
 
 def register_template_helpers(app: Flask) -> None:
     from keyparty import i18n
+    from keyparty.partylist import group_digest
     from keyparty.partylist import group_fingerprint
 
     i18n.init_app(app)
+    app.jinja_env.filters["digest"] = lambda hexdigest: " ".join(group_digest(hexdigest))
     app.jinja_env.filters["fingerprint"] = group_fingerprint
 
 

@@ -28,6 +28,7 @@ from keyparty.network import lan_addresses
 from keyparty.network import public_base_url
 from keyparty.partylist import group_digest
 from keyparty.rules import STEPS
+from keyparty.storage import SchemaMismatch
 
 
 def _event(event_id: str):
@@ -513,4 +514,7 @@ def main() -> None:
     )
     # Runs on the signer's machine: needs no instance, database or app.
     cli.add_command(sign_command)
-    cli.main(prog_name="keyparty")
+    try:
+        cli.main(prog_name="keyparty")
+    except SchemaMismatch as problem:
+        raise SystemExit(f"Error: {problem}") from None

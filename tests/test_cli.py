@@ -132,3 +132,15 @@ def test_relink_ends_the_old_link_and_session(app, runner, registered_event):
     new_phone = app.test_client()
     assert new_phone.get(f"/join/{token}").status_code == 302
     assert new_phone.get("/me").status_code == 200
+
+
+def test_an_instance_from_other_tables_is_refused_plainly(instance):
+    import sqlite3
+
+    (instance / "keyparty.sqlite3").unlink(missing_ok=True)
+    with sqlite3.connect(instance / "keyparty.sqlite3") as old:
+        old.execute("CREATE TABLE event (id TEXT PRIMARY KEY)")
+    result = keyparty(instance, "event", "list")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "start a new instance folder" in result.stderr

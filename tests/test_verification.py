@@ -7,6 +7,7 @@ from keyparty import events
 from keyparty.extensions import db
 from keyparty.models import RefusalRecord
 from keyparty.models import Verification
+from keyparty.partylist import group_digest
 from tests.conftest import attendee_named
 from tests.conftest import key_bytes
 from tests.conftest import phone_of
@@ -121,7 +122,7 @@ def test_an_owner_confirms_their_own_entry(app, frozen_event):
     alice = attendee_named(frozen_event, "Alice")
     phone = phone_of(app, alice)
     page = phone.get("/me").text
-    assert frozen_event.partylist_sha256 in page
+    assert " ".join(group_digest(frozen_event.partylist_sha256)) in page, "in groups of four"
     assert "Confirm my entry" in page
     half = phone.post("/me/confirm", data={"entry_correct": "y"}, follow_redirects=True)
     assert "Tick both boxes" in half.text
