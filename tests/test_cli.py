@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -135,8 +136,6 @@ def test_relink_ends_the_old_link_and_session(app, runner, registered_event):
 
 
 def test_an_instance_from_other_tables_is_refused_plainly(instance):
-    import sqlite3
-
     (instance / "keyparty.sqlite3").unlink(missing_ok=True)
     with sqlite3.connect(instance / "keyparty.sqlite3") as old:
         old.execute("CREATE TABLE event (id TEXT PRIMARY KEY)")
