@@ -51,6 +51,25 @@ def refusal_message(refusal: Refusal) -> str:
     return gettext(refusal.text, **params)
 
 
+def sentence(said) -> str:
+    """Anything with .text and .params, in the current language.
+
+    For a rules.Refusal this is refusal_message; it also takes a refused key
+    (keycheck.KeyRefusal, openpgp.KeyMaterialRefused) and a registration.Rejected.
+    As there, a str value is a catalog word too; a value with its own .text and
+    .params (an openpgp.Phrase naming the detail) is translated the same way.
+    """
+    params = {}
+    for name, value in said.params.items():
+        if isinstance(value, str):
+            value = gettext(value)
+        elif hasattr(value, "text") and hasattr(value, "params"):
+            value = sentence(value)
+        params[name] = value
+    return gettext(said.text, **params)
+
+
 def init_app(app: Flask) -> None:
     app.jinja_env.globals.update(_=gettext, current_language=current_language, LANGUAGES=LANGUAGES)
     app.jinja_env.filters["refusal"] = refusal_message
+    app.jinja_env.filters["sentence"] = sentence

@@ -8,6 +8,7 @@ self-signatures (revocation, expiry).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field
 from datetime import date
 from datetime import datetime
 
@@ -20,18 +21,23 @@ ELGAMAL_ENCRYPT = 16
 DSA = 17
 ELGAMAL_SIGN = 20
 
-HOW_TO_MAKE_A_KEY = (
-    "Make a new key (for example `gpg --quick-gen-key 'Your Name <you@example.org>' ed25519`) "
-    "and register that one."
-)
-
 
 @dataclass(frozen=True)
 class KeyRefusal:
-    """A key that is not accepted, with a sentence for the person who sent it."""
+    """A key that is not accepted, with a sentence for the person who sent it.
+
+    `text` is a sentence with {placeholders} filled from `params` (numbers, and dates
+    or algorithm names as strings), so the web pages can translate the sentence
+    before filling it in; `message` is the English sentence.
+    """
 
     problem: str
-    message: str
+    text: str
+    params: dict = field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        return self.text.format(**self.params) if self.params else self.text
 
 
 @dataclass(frozen=True)
@@ -52,29 +58,33 @@ def check_key_block(
         return KeyRefusal(
             "v3",
             "This is a version 3 (PGP 2.x) key. Its fingerprints can be forged and GnuPG no "
-            f"longer uses such keys. {HOW_TO_MAKE_A_KEY}",
+            "longer uses such keys. Make a new key (for example "
+            "`gpg --quick-gen-key 'Your Name <you@example.org>' ed25519`) and register that one.",
         )
     if version != 4:
         return KeyRefusal(
             "unsupported-version",
-            f"This is a version {version} key, which the GnuPG keyparty runs on cannot use yet. "
+            "This is a version {version} key, which the GnuPG keyparty runs on cannot use yet. "
             "Register a version 4 key (what `gpg --quick-gen-key` makes in GnuPG 2.2 and 2.4).",
+            {"version": version},
         )
     if size > MAX_KEY_BYTES:
         return KeyRefusal(
             "too-large",
-            f"This key is {size // 1024} KiB; keyparty takes keys up to 1 MiB. Export it "
+            "This key is {kib} KiB; keyparty takes keys up to 1 MiB. Export it "
             "without other people's signatures: "
             "`gpg --armor --export-options export-minimal --export FINGERPRINT`.",
+            {"kib": size // 1024},
         )
     for length in user_id_lengths:
         if length > MAX_USER_ID_BYTES:
             return KeyRefusal(
                 "long-user-id",
-                f"One user ID on this key is {length} bytes long; keyparty takes user IDs up to "
-                f"{MAX_USER_ID_BYTES} bytes. Add a shorter user ID "
+                "One user ID on this key is {length} bytes long; keyparty takes user IDs up to "
+                "{limit} bytes. Add a shorter user ID "
                 "(`gpg --quick-add-uid FINGERPRINT 'Name <email>'`), revoke the long one, "
                 "and register the key again.",
+                {"length": length, "limit": MAX_USER_ID_BYTES},
             )
     for component in components:
         refusal = check_algorithm(component)
@@ -84,20 +94,43 @@ def check_key_block(
 
 
 def check_algorithm(component: Component) -> KeyRefusal | None:
-    which = "The primary key" if component.is_primary else "A subkey"
+    # One sentence for the primary key and one for a subkey, so that each translates whole.
+    if component.algorithm == ELGAMAL_SIGN and component.is_primary:
+        return KeyRefusal(
+            "weak-algorithm",
+            "The primary key of this key is an Elgamal signing key (algorithm 20), which is "
+            "broken and no longer allowed in OpenPGP. Make a new key (for example "
+            "`gpg --quick-gen-key 'Your Name <you@example.org>' ed25519`) and register that one.",
+        )
     if component.algorithm == ELGAMAL_SIGN:
         return KeyRefusal(
             "weak-algorithm",
-            f"{which} of this key is an Elgamal signing key (algorithm 20), which is broken "
-            f"and no longer allowed in OpenPGP. {HOW_TO_MAKE_A_KEY}",
+            "A subkey of this key is an Elgamal signing key (algorithm 20), which is broken "
+            "and no longer allowed in OpenPGP. Make a new key (for example "
+            "`gpg --quick-gen-key 'Your Name <you@example.org>' ed25519`) and register that one.",
         )
     names = {**dict.fromkeys(RSA, "RSA"), DSA: "DSA", ELGAMAL_ENCRYPT: "Elgamal"}
     if component.algorithm in names and component.bits < MIN_RSA_DSA_BITS:
-        name = names[component.algorithm]
+        params = {
+            "name": names[component.algorithm],
+            "bits": component.bits,
+            "min_bits": MIN_RSA_DSA_BITS,
+        }
+        if component.is_primary:
+            return KeyRefusal(
+                "weak-algorithm",
+                "The primary key of this key is {name} with {bits} bits; keyparty takes {name} "
+                "keys of {min_bits} bits or more. Make a new key (for example "
+                "`gpg --quick-gen-key 'Your Name <you@example.org>' ed25519`) and register "
+                "that one.",
+                params,
+            )
         return KeyRefusal(
             "weak-algorithm",
-            f"{which} of this key is {name} with {component.bits} bits; keyparty takes "
-            f"{name} keys of {MIN_RSA_DSA_BITS} bits or more. {HOW_TO_MAKE_A_KEY}",
+            "A subkey of this key is {name} with {bits} bits; keyparty takes {name} keys of "
+            "{min_bits} bits or more. Make a new key (for example "
+            "`gpg --quick-gen-key 'Your Name <you@example.org>' ed25519`) and register that one.",
+            params,
         )
     return None
 
@@ -119,14 +152,16 @@ def check_key_validity(
     if expires is not None and expires <= now:
         return KeyRefusal(
             "expired",
-            f"This key expired on {expires:%Y-%m-%d}. Extend it "
+            "This key expired on {expires}. Extend it "
             "(`gpg --quick-set-expire FINGERPRINT 2y`) and register it again.",
+            {"expires": f"{expires:%Y-%m-%d}"},
         )
     if expires is not None and event_date is not None and expires.date() <= event_date:
         return KeyRefusal(
             "expires-before-event",
-            f"This key expires on {expires:%Y-%m-%d}, before the event on {event_date:%Y-%m-%d}. "
+            "This key expires on {expires}, before the event on {event_date}. "
             "Extend it (`gpg --quick-set-expire FINGERPRINT 2y`) and register it again.",
+            {"expires": f"{expires:%Y-%m-%d}", "event_date": f"{event_date:%Y-%m-%d}"},
         )
     if usable_user_ids == 0:
         return KeyRefusal(

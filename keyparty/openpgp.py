@@ -37,6 +37,7 @@ __all__ = [
     "KeyMaterialRefused",
     "keep_user_ids",
     "group_by_key",
+    "Phrase",
     "Signature",
     "UserIDSignatures",
     "armor",
@@ -68,60 +69,115 @@ _COMPRESSED_MESSAGE = (
 )
 
 
+# What each problem says. The sentences are kept whole (not built from pieces) so that
+# the web pages can translate them; see KeyMaterialRefused.text.
+_REFUSALS = {
+    "empty": (
+        f"Nothing was received: the input is empty. Export your public key with {_EXPORT} "
+        "and send the whole output."
+    ),
+    "not-openpgp": (
+        f"This is not an OpenPGP key. Export your public key with {_EXPORT} and send "
+        "the whole output, from -----BEGIN PGP PUBLIC KEY BLOCK----- to "
+        "-----END PGP PUBLIC KEY BLOCK-----."
+    ),
+    "corrupt-armor": (
+        "The armored key is damaged or cut off. Copy the whole block again, including the "
+        "-----BEGIN PGP PUBLIC KEY BLOCK----- and -----END PGP PUBLIC KEY BLOCK----- lines, "
+        f"or export it again with {_EXPORT}."
+    ),
+    "truncated": (
+        f"The key data is cut off. Copy the whole key again, or export it again with {_EXPORT}."
+    ),
+    "secret-key": _SECRET_KEY_MESSAGE,
+    "compressed": _COMPRESSED_MESSAGE,
+    "no-key": (
+        f"No public key found in this input. Export your public key with {_EXPORT} and "
+        "send the whole output."
+    ),
+}
+
+# The same sentences with a detail phrase, for the problems that name one.
+_REFUSALS_WITH_DETAIL = {
+    "not-openpgp": (
+        f"This is not an OpenPGP key ({{detail}}). Export your public key with "
+        f"{_EXPORT} and send the whole output, from -----BEGIN PGP PUBLIC KEY BLOCK----- to "
+        "-----END PGP PUBLIC KEY BLOCK-----."
+    ),
+    "corrupt-armor": (
+        "The armored key is damaged or cut off ({detail}). Copy the whole block "
+        "again, including the -----BEGIN PGP PUBLIC KEY BLOCK----- and "
+        f"-----END PGP PUBLIC KEY BLOCK----- lines, or export it again with {_EXPORT}."
+    ),
+    "truncated": (
+        "The key data is cut off ({detail}). Copy the whole key again, or export it "
+        f"again with {_EXPORT}."
+    ),
+    "no-key": (
+        "No public key found in this input ({detail}). Export your public key with "
+        f"{_EXPORT} and send the whole output."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """A detail inside a refusal sentence: `text` with {placeholders} filled from `params`.
+
+    str(phrase) is the English; the web pages translate `text` before filling it in.
+    """
+
+    text: str
+    params: dict[str, int] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.text.format(**self.params) if self.params else self.text
+
+
 class KeyMaterialRefused(ValueError):
     """Whole input refused.
 
     `.problem` is a short code: "empty", "not-openpgp", "corrupt-armor", "truncated",
     "secret-key", "compressed" or "no-key". str(exc) is a plain sentence naming what is
     wrong and what to do; it never quotes the input, so it is safe to show anywhere.
+    `.text` is that sentence with {placeholders} filled from `.params` (a detail is a
+    Phrase), so that a web page can translate it before filling it in.
     """
 
     problem: str
+    text: str
+    params: dict[str, Phrase]
 
-    def __init__(self, problem: str, message: str) -> None:
+    def __init__(
+        self,
+        problem: str,
+        message: str,
+        text: str | None = None,
+        params: dict[str, Phrase] | None = None,
+    ) -> None:
         super().__init__(message)
         self.problem = problem
+        self.text = message if text is None else text
+        self.params = params or {}
 
-    def __reduce__(self) -> tuple[type[KeyMaterialRefused], tuple[str, str]]:
+    def __reduce__(self) -> tuple[type[KeyMaterialRefused], tuple]:
         # The default would call cls(message) and fail: keep the exception picklable.
-        return (type(self), (self.problem, str(self)))
+        return (type(self), (self.problem, str(self), self.text, self.params))
 
 
-def _refuse(problem: str, detail: str = "") -> KeyMaterialRefused:
-    """Build the refusal for `problem`; `detail` is a fixed phrase, never input text."""
-    why = f" ({detail})" if detail else ""
-    if problem == "empty":
-        message = f"Nothing was received: the input is empty. Export your public key with {_EXPORT}"
-        message += " and send the whole output."
-    elif problem == "not-openpgp":
-        message = (
-            f"This is not an OpenPGP key{why}. Export your public key with {_EXPORT} and send the "
-            "whole output, from -----BEGIN PGP PUBLIC KEY BLOCK----- to "
-            "-----END PGP PUBLIC KEY BLOCK-----."
-        )
-    elif problem == "corrupt-armor":
-        message = (
-            f"The armored key is damaged or cut off{why}. Copy the whole block again, including "
-            "the -----BEGIN PGP PUBLIC KEY BLOCK----- and -----END PGP PUBLIC KEY BLOCK----- "
-            f"lines, or export it again with {_EXPORT}."
-        )
-    elif problem == "truncated":
-        message = (
-            f"The key data is cut off{why}. Copy the whole key again, or export it again with "
-            f"{_EXPORT}."
-        )
-    elif problem == "secret-key":
-        message = _SECRET_KEY_MESSAGE
-    elif problem == "compressed":
-        message = _COMPRESSED_MESSAGE
-    elif problem == "no-key":
-        message = (
-            f"No public key found in this input{why}. Export your public key with {_EXPORT} "
-            "and send the whole output."
-        )
-    else:  # pragma: no cover - programming error, not input
+def _refuse(problem: str, detail: str = "", **values: int) -> KeyMaterialRefused:
+    """Build the refusal for `problem`.
+
+    `detail` is a fixed phrase, never input text, with {placeholders} filled from
+    `values` (byte offsets).
+    """
+    if problem not in _REFUSALS:  # pragma: no cover - programming error, not input
         raise AssertionError(problem)
-    return KeyMaterialRefused(problem, message)
+    if detail and problem in _REFUSALS_WITH_DETAIL:
+        text = _REFUSALS_WITH_DETAIL[problem]
+        params = {"detail": Phrase(detail, values)}
+        return KeyMaterialRefused(problem, text.format(**params), text, params)
+    return KeyMaterialRefused(problem, _REFUSALS[problem])
 
 
 # --- Results --------------------------------------------------------------------------
@@ -421,6 +477,7 @@ _NOT_A_KEY = {
     18: "it looks like an encrypted message",
     20: "it looks like an encrypted message",
 }
+_NOT_A_KEY_OTHERWISE = "it does not start with a public key"
 
 
 def _packets(buf: bytes) -> Iterator[tuple[int, int, int, int]]:
@@ -437,7 +494,7 @@ def _packets(buf: bytes) -> Iterator[tuple[int, int, int, int]]:
         start = pos
         octet = buf[pos]
         if not octet & 0x80:
-            raise _refuse("not-openpgp", f"byte {pos} does not start a packet")
+            raise _refuse("not-openpgp", "byte {pos} does not start a packet", pos=pos)
         new_format = octet & 0x40
         tag = octet & 0x3F if new_format else (octet >> 2) & 0x0F
         if tag in (_TAG_SECRET_KEY, _TAG_SECRET_SUBKEY):
@@ -445,13 +502,15 @@ def _packets(buf: bytes) -> Iterator[tuple[int, int, int, int]]:
         if tag == _TAG_COMPRESSED:
             raise _refuse("compressed")
         if tag == 0:
-            raise _refuse("not-openpgp", f"byte {pos} starts a packet of reserved type 0")
+            raise _refuse("not-openpgp", "byte {pos} starts a packet of reserved type 0", pos=pos)
         pos += 1
         if new_format:
             length, pos, partial = _new_length(buf, pos, start)
             if partial:
                 if tag not in _DATA_TAGS:
-                    raise _refuse("not-openpgp", f"the packet at byte {start} has a bad length")
+                    raise _refuse(
+                        "not-openpgp", "the packet at byte {start} has a bad length", start=start
+                    )
                 while partial:
                     pos += length
                     if pos > size:
@@ -465,7 +524,9 @@ def _packets(buf: bytes) -> Iterator[tuple[int, int, int, int]]:
             if length_type == 3:
                 # Indeterminate length: "until the end of the input", data packets only.
                 if tag not in _DATA_TAGS:
-                    raise _refuse("not-openpgp", f"the packet at byte {start} has a bad length")
+                    raise _refuse(
+                        "not-openpgp", "the packet at byte {start} has a bad length", start=start
+                    )
                 length = size - pos
             else:
                 width = 1 << length_type  # 1, 2 or 4 octets
@@ -501,7 +562,9 @@ def _new_length(buf: bytes, pos: int, start: int) -> tuple[int, int, bool]:
 
 
 def _cut_off(start: int) -> KeyMaterialRefused:
-    return _refuse("truncated", f"the packet at byte {start} runs past the end of the data")
+    return _refuse(
+        "truncated", "the packet at byte {start} runs past the end of the data", start=start
+    )
 
 
 # --- Key packets ----------------------------------------------------------------------
@@ -632,12 +695,14 @@ def read_keys(data: bytes) -> list[KeyBlock]:
                 if body_end - body_start > 0xFFFF:
                     # The v4 fingerprint hashes a two-octet length: no real key is this
                     # big, and a key without a fingerprint cannot be handled at all.
-                    raise _refuse("not-openpgp", f"the key at byte {start} is impossibly large")
+                    raise _refuse(
+                        "not-openpgp", "the key at byte {start} is impossibly large", start=start
+                    )
                 fingerprint = _v4_fingerprint(buf[body_start:body_end])
             current = _KeyInProgress(start, version, fingerprint, [primary], [])
         elif current is None:
             if tag != _TAG_MARKER and not_a_key is None:
-                not_a_key = _NOT_A_KEY.get(tag, "it does not start with a public key")
+                not_a_key = _NOT_A_KEY.get(tag, _NOT_A_KEY_OTHERWISE)
         elif tag == _TAG_PUBLIC_SUBKEY:
             current.components.append(_key_facts(buf, body_start, body_end, False)[1])
         elif tag == _TAG_USER_ID:
@@ -744,7 +809,8 @@ class UserIDSignatures:
 
 
 def _malformed(start: int, what: str) -> KeyMaterialRefused:
-    return _refuse("not-openpgp", f"the signature at byte {start} {what}")
+    """`what` is the whole detail phrase, written out so that it translates whole."""
+    return _refuse("not-openpgp", what, start=start)
 
 
 @dataclass
@@ -780,26 +846,34 @@ def _read_subpackets(
             pos += 1
         elif first < 255:
             if pos + 2 > end:
-                raise _malformed(start, "has a cut-off subpacket length")
+                raise _malformed(
+                    start, "the signature at byte {start} has a cut-off subpacket length"
+                )
             length = ((first - 192) << 8) + buf[pos + 1] + 192
             pos += 2
         else:
             if pos + 5 > end:
-                raise _malformed(start, "has a cut-off subpacket length")
+                raise _malformed(
+                    start, "the signature at byte {start} has a cut-off subpacket length"
+                )
             length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
             pos += 5
         if length == 0:
-            raise _malformed(start, "has an empty subpacket")
+            raise _malformed(start, "the signature at byte {start} has an empty subpacket")
         stop = pos + length
         if stop > end:
-            raise _malformed(start, "has a subpacket that runs past its area")
+            raise _malformed(
+                start, "the signature at byte {start} has a subpacket that runs past its area"
+            )
         octet = buf[pos]
         kind = octet & 0x7F
         value_at = pos + 1
         size = length - 1
         pos = stop
         if kind in _FIXED_SIZE and size != _FIXED_SIZE[kind]:
-            raise _malformed(start, "has a subpacket of the wrong size")
+            raise _malformed(
+                start, "the signature at byte {start} has a subpacket of the wrong size"
+            )
         if kind == _SUB_ISSUER:
             key_id = buf[value_at:stop].hex().upper()
             if hashed:
@@ -809,12 +883,16 @@ def _read_subpackets(
             continue
         if kind == _SUB_ISSUER_FPR:
             if size < 1:
-                raise _malformed(start, "has a subpacket of the wrong size")
+                raise _malformed(
+                    start, "the signature at byte {start} has a subpacket of the wrong size"
+                )
             expected = _FINGERPRINT_SIZE.get(buf[value_at])
             if expected is None:
                 continue  # a key version we do not know: not an error
             if size != 1 + expected:
-                raise _malformed(start, "has a subpacket of the wrong size")
+                raise _malformed(
+                    start, "the signature at byte {start} has a subpacket of the wrong size"
+                )
             fingerprint = buf[value_at + 1 : stop].hex().upper()
             if hashed:
                 found.issuer_fingerprint = found.issuer_fingerprint or fingerprint
@@ -837,11 +915,15 @@ def _read_subpackets(
         elif kind == _SUB_NOTATION:
             # flags(4), name length(2), value length(2), name, value
             if size < 8:
-                raise _malformed(start, "has a notation of the wrong size")
+                raise _malformed(
+                    start, "the signature at byte {start} has a notation of the wrong size"
+                )
             name_length = int.from_bytes(buf[value_at + 4 : value_at + 6], "big")
             value_length = int.from_bytes(buf[value_at + 6 : value_at + 8], "big")
             if 8 + name_length + value_length != size:
-                raise _malformed(start, "has a notation of the wrong size")
+                raise _malformed(
+                    start, "the signature at byte {start} has a notation of the wrong size"
+                )
             name_at = value_at + 8
             name = buf[name_at : name_at + name_length].decode("utf-8", errors="replace")
             value = buf[name_at + name_length : stop]
@@ -864,7 +946,7 @@ def _signature(buf: bytes, start: int, body_start: int, end: int) -> Signature:
     if version in (2, 3):
         # version, hashed length (5), type, created(4), key id(8), algorithms(2), left16(2)
         if size < 19 or buf[body_start + 1] != 5:
-            raise _malformed(start, "has a malformed header")
+            raise _malformed(start, "the signature at byte {start} has a malformed header")
         p = body_start
         return Signature(
             raw=raw,
@@ -885,7 +967,7 @@ def _signature(buf: bytes, start: int, body_start: int, end: int) -> Signature:
         )
     if version not in (4, 5, 6) or size < 4:
         if version in (4, 5, 6):
-            raise _malformed(start, "has a malformed header")
+            raise _malformed(start, "the signature at byte {start} has a malformed header")
         return Signature(
             raw, version, 0, 0, 0, None, None, True, None, (), (), None, None, None, ()
         )
@@ -897,14 +979,17 @@ def _signature(buf: bytes, start: int, body_start: int, end: int) -> Signature:
         pos = body_start + 4
         for hashed in (True, False):
             if pos + width > end:
-                raise _malformed(start, "has a malformed header")
+                raise _malformed(start, "the signature at byte {start} has a malformed header")
             area_end = pos + width + int.from_bytes(buf[pos : pos + width], "big")
             if area_end > end:
-                raise _malformed(start, "has a subpacket area that runs past the packet")
+                raise _malformed(
+                    start,
+                    "the signature at byte {start} has a subpacket area that runs past the packet",
+                )
             _read_subpackets(buf, pos + width, area_end, hashed, found, start)
             pos = area_end
         if pos + 2 > end:
-            raise _malformed(start, "is cut off after its subpackets")
+            raise _malformed(start, "the signature at byte {start} is cut off after its subpackets")
     fingerprint = found.issuer_fingerprint or found.unhashed_fingerprint
     key_id = found.issuer_key_id or found.unhashed_key_id
     if key_id is None and fingerprint is not None:

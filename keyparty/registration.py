@@ -49,10 +49,21 @@ class Accepted:
 
 @dataclass
 class Rejected:
+    """An input or key that was not registered, and why.
+
+    `text` is a sentence with {placeholders} filled from `params`, so the web page can
+    translate it before filling it in; `message` is the English sentence.
+    """
+
     source: str
     fingerprint: str | None
     problem: str
-    message: str
+    text: str
+    params: dict = field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        return self.text.format(**self.params) if self.params else self.text
 
 
 @dataclass
@@ -135,7 +146,9 @@ def _read_inputs(
         try:
             blocks = openpgp.read_keys(data)
         except openpgp.KeyMaterialRefused as refused:
-            result.rejected.append(Rejected(source, None, refused.problem, str(refused)))
+            result.rejected.append(
+                Rejected(source, None, refused.problem, refused.text, refused.params)
+            )
             continue
         if one_key and len(blocks) > 1:
             fingerprints = ", ".join(b.fingerprint or "?" for b in blocks)
@@ -144,8 +157,9 @@ def _read_inputs(
                     source,
                     None,
                     "several-keys",
-                    f"This holds {len(blocks)} keys ({fingerprints}); register one key at a "
+                    "This holds {count} keys ({fingerprints}); register one key at a "
                     "time: `gpg --armor --export FINGERPRINT` exports just one.",
+                    {"count": len(blocks), "fingerprints": fingerprints},
                 )
             )
             continue
@@ -173,10 +187,16 @@ def _check_candidates(
         )
         if refusal is None:
             change = check_key_change(event.state, block.fingerprint in existing)
-            refusal = change and keycheck.KeyRefusal(change.rule, change.message)
+            refusal = change and keycheck.KeyRefusal(change.rule, change.text, change.params)
         if refusal:
             result.rejected.append(
-                Rejected(candidate.source, block.fingerprint, refusal.problem, refusal.message)
+                Rejected(
+                    candidate.source,
+                    block.fingerprint,
+                    refusal.problem,
+                    refusal.text,
+                    refusal.params,
+                )
             )
         else:
             kept.append(candidate)
@@ -214,7 +234,9 @@ def _import_and_check(
         )
         if refusal:
             result.rejected.append(
-                Rejected(candidate.source, fingerprint, refusal.problem, refusal.message)
+                Rejected(
+                    candidate.source, fingerprint, refusal.problem, refusal.text, refusal.params
+                )
             )
         else:
             accepted[fingerprint] = record
@@ -227,18 +249,24 @@ def _import_and_check(
     return accepted
 
 
+# Why gpg would not import a key (its IMPORT_PROBLEM reason code), said to the sender.
+_UNUSABLE = {
+    "1": "it uses an invalid or unknown critical feature",
+    "2": "its self-signatures are not valid",
+    "3": "its certificate is damaged",
+}
+_UNUSABLE_OTHERWISE = "its self-signatures are missing or invalid, or it was made in the future"
+
+
 def _unusable(candidate: _Candidate, reason: str | None) -> Rejected:
-    detail = {
-        "1": "it uses an invalid or unknown critical feature",
-        "2": "its self-signatures are not valid",
-        "3": "its certificate is damaged",
-    }.get(reason or "", "its self-signatures are missing or invalid, or it was made in the future")
     return Rejected(
         candidate.source,
         candidate.block.fingerprint,
         "unusable",
-        f"GnuPG cannot use this key: {detail}. Check the key with `gpg --check-sigs FINGERPRINT`"
+        "GnuPG cannot use this key: {detail}. Check the key with `gpg --check-sigs FINGERPRINT`"
         " (and your computer's clock), then export it again with `gpg --armor --export FINGERPRINT`.",
+        # A detail is a catalog phrase too: the web page translates it (i18n.sentence).
+        {"detail": _UNUSABLE.get(reason or "", _UNUSABLE_OTHERWISE)},
     )
 
 

@@ -85,8 +85,9 @@ def check_key_change(state: str, is_update: bool) -> Refusal | None:
         )
     return Refusal(
         "frozen",
-        f"Registration is closed (the event is {state}); the party list is frozen. "
+        "Registration is closed (the event is {state}); the party list is frozen. "
         "Ask the host about the next event.",
+        {"state": state},
     )
 
 
@@ -575,7 +576,13 @@ def check_certification(c: CertificationFacts) -> Refusal | None:
 
 def check_owner_decision(event_state: str, context: str | None, decision: str) -> Refusal | None:
     """May the key owner accept or decline this certification on their page?"""
-    if event_state not in ("signing", "closed"):
+    if event_state == "closed":
+        return Refusal(
+            "O1",
+            "The event is closed: its exports are final, so nothing can be accepted or "
+            "declined any more.",
+        )
+    if event_state != "signing":
         return Refusal(
             "O1",
             "Certifications reach their key owners once signing has started (the event is "

@@ -58,3 +58,23 @@ def test_keys_change_only_before_the_freeze(state):
 def test_freeze_needs_two_keys():
     assert check_freeze(1) is not None
     assert check_freeze(2) is None
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_owners_decide_only_while_signing(state):
+    from keyparty.rules import check_owner_decision
+
+    for decision in ("accepted", "declined"):
+        refusal = check_owner_decision(state, "identity", decision)
+        assert (refusal is None) == (state == "signing")
+        if refusal:
+            assert refusal.rule == "O1"
+    if state == "closed":
+        assert "final" in check_owner_decision(state, "identity", "declined").message
+
+
+def test_an_email_certification_is_accepted_only_through_its_mail():
+    from keyparty.rules import check_owner_decision
+
+    assert check_owner_decision("signing", "email", "accepted").rule == "C3"
+    assert check_owner_decision("signing", "email", "declined") is None

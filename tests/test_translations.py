@@ -13,7 +13,13 @@ nothing uses any more all fail here:
 - keyparty/rules.py: the state names (shown through `_(event.state)`), the
   default context names and their labels, the basis labels and refusals, the
   T2 own-session sentences, and every constant text of a `Refusal(...)` that
-  can reach an attendee, i.e. outside the host-only checks below.
+  can reach an attendee, i.e. outside the host-only checks below;
+- the registration page: the labels of the attendee forms (shown through
+  `_(field.label.text)`), and every sentence a refused key can get: the
+  constant texts of `KeyRefusal(...)` in keyparty/keycheck.py and of
+  `Rejected(...)` in keyparty/registration.py with its "unusable" details, and
+  the KeyMaterialRefused sentences of keyparty/openpgp.py with the detail
+  phrases passed to `_refuse` and `_malformed` and its "no-key" details.
 
 A refusal text written as an f-string cannot be looked up in the catalog; it
 is skipped with a warning.
@@ -30,6 +36,9 @@ from collections import defaultdict
 from functools import cache
 from pathlib import Path
 
+from keyparty import keycheck
+from keyparty import openpgp
+from keyparty import registration
 from keyparty import rules
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,10 +50,12 @@ CATALOG = PACKAGE / "translations" / "ja.json"
 ENGLISH_ONLY_TEMPLATE_DIRS = ("host",)
 ENGLISH_ONLY_TEMPLATES = ("badges.html",)
 
-# Refusals for the host or for registration, shown in English only.
-HOST_ONLY_CHECKS = frozenset(
-    {"check_step", "check_freeze", "check_key_change", "check_pace_settings"}
-)
+# Refusals for the host, shown in English only. (check_key_change is not one:
+# its "frozen" refusals reach the registration page.)
+HOST_ONLY_CHECKS = frozenset({"check_step", "check_freeze", "check_pace_settings"})
+
+# The forms of the phone pages, whose labels the templates show as `_(field.label.text)`.
+ATTENDEE_FORMS = PACKAGE / "attendee" / "forms.py"
 
 # `_(` then a Jinja string literal in either quote style (not `foo_(`, not `x._(`).
 TEMPLATE_CALL = re.compile(r"""(?<![\w.])_\(\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""", re.S)
@@ -101,29 +112,56 @@ def python_strings():
                 yield f"{path.relative_to(ROOT).as_posix()}:{node.lineno}", node.args[0].value
 
 
-def _refusal_text(call: ast.Call) -> ast.AST | None:
-    if len(call.args) >= 2:
-        return call.args[1]
-    return next((k.value for k in call.keywords if k.arg == "text"), None)
+def _text_argument(call: ast.Call, position: int, keyword: str) -> ast.AST | None:
+    if len(call.args) > position:
+        return call.args[position]
+    return next((k.value for k in call.keywords if k.arg == keyword), None)
 
 
-def refusal_strings():
-    """Constant texts of Refusal(...) calls in rules.py, outside the host-only checks."""
-    path = Path(rules.__file__)
+def call_texts(path: Path, callee: str, position: int, keyword: str, skip=frozenset()):
+    """Constant texts given to `callee(...)` calls in `path` (the argument at `position`,
+    or named `keyword`), outside the top-level functions named in `skip`."""
+    relative = path.relative_to(ROOT).as_posix()
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     for top in tree.body:
-        if isinstance(top, ast.FunctionDef | ast.AsyncFunctionDef) and top.name in HOST_ONLY_CHECKS:
+        if isinstance(top, ast.FunctionDef | ast.AsyncFunctionDef) and top.name in skip:
             continue
         for node in ast.walk(top):
-            if not isinstance(node, ast.Call) or _callee_name(node) != "Refusal":
+            if not isinstance(node, ast.Call) or _callee_name(node) != callee:
                 continue
-            text = _refusal_text(node)
-            where = f"keyparty/rules.py:{node.lineno}"
+            text = _text_argument(node, position, keyword)
+            where = f"{relative}:{node.lineno}"
             if _is_text(text):
                 yield where, text.value
             elif isinstance(text, ast.JoinedStr):
                 warnings.warn(f"{where}: an f-string refusal cannot be translated", stacklevel=1)
-            # Other texts (names, attributes) come from the tables gathered below.
+            # Other texts (names, attributes) come from the tables gathered elsewhere.
+
+
+def refusal_strings():
+    """Constant texts of Refusal(...) calls in rules.py, outside the host-only checks."""
+    yield from call_texts(Path(rules.__file__), "Refusal", 1, "text", HOST_ONLY_CHECKS)
+
+
+def registration_strings():
+    """What the registration page can show: form labels and every refusal of a key."""
+    for name in ("StringField", "EmailField", "TextAreaField", "FileField"):
+        yield from call_texts(ATTENDEE_FORMS, name, 0, "label")
+    yield from call_texts(Path(keycheck.__file__), "KeyRefusal", 1, "text")
+    path = Path(openpgp.__file__)
+    for problem, text in openpgp._REFUSALS.items():
+        yield f"openpgp._REFUSALS[{problem!r}]", text
+    for problem, text in openpgp._REFUSALS_WITH_DETAIL.items():
+        yield f"openpgp._REFUSALS_WITH_DETAIL[{problem!r}]", text
+    yield from call_texts(path, "_refuse", 1, "detail")
+    yield from call_texts(path, "_malformed", 1, "what")
+    for tag, detail in openpgp._NOT_A_KEY.items():
+        yield f"openpgp._NOT_A_KEY[{tag}]", detail
+    yield "openpgp._NOT_A_KEY_OTHERWISE", openpgp._NOT_A_KEY_OTHERWISE
+    yield from call_texts(Path(registration.__file__), "Rejected", 3, "text")
+    for reason, detail in registration._UNUSABLE.items():
+        yield f"registration._UNUSABLE[{reason!r}]", detail
+    yield "registration._UNUSABLE_OTHERWISE", registration._UNUSABLE_OTHERWISE
 
 
 def rules_strings():
@@ -147,7 +185,7 @@ def rules_strings():
 def shown_sentences() -> dict[str, tuple[str, ...]]:
     """Each English sentence the phone pages can show, with where it comes from."""
     found: dict[str, set[str]] = defaultdict(set)
-    for source in (template_strings(), python_strings(), rules_strings()):
+    for source in (template_strings(), python_strings(), rules_strings(), registration_strings()):
         for where, text in source:
             if text:
                 found[text].add(where)
@@ -186,6 +224,17 @@ def test_sentences_are_found_in_templates_code_and_rules():
     assert any(True for _ in template_strings())
     assert any(True for _ in python_strings())
     assert any(True for _ in refusal_strings())
+    found = {where.split(":")[0].split("[")[0] for where, _ in registration_strings()}
+    assert found >= {
+        "keyparty/attendee/forms.py",
+        "keyparty/keycheck.py",
+        "keyparty/openpgp.py",
+        "openpgp._REFUSALS",
+        "openpgp._REFUSALS_WITH_DETAIL",
+        "openpgp._NOT_A_KEY",
+        "keyparty/registration.py",
+        "registration._UNUSABLE",
+    }, found
     for name in HOST_ONLY_CHECKS:
         assert callable(getattr(rules, name)), f"rules.{name} is gone: update HOST_ONLY_CHECKS"
 

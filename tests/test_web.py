@@ -206,3 +206,30 @@ def test_an_upload_over_the_limit_gets_a_plain_message(client, event):
     )
     assert response.status_code == 413
     assert "gpg --armor --export" in response.text
+
+
+def test_a_japanese_phone_registers_in_japanese(client, event):
+    japanese = {"Accept-Language": "ja"}
+    form = client.get(f"/e/{event.id}/register", headers=japanese).text
+    assert '<html lang="ja">' in form
+    assert "自分の鍵を登録する" in form and "Register my key" not in form
+    assert "お名前" in form and "秘密鍵は絶対に送らないでください。" in form
+    assert "<code>gpg --armor --export FINGERPRINT &gt; mykey.asc</code>" in form
+
+    response = client.post(
+        f"/e/{event.id}/register",
+        data={"name": "花子", "key_text": fixture_bytes("bad/secret.asc").decode()},
+        headers=japanese,
+    )
+    assert response.status_code == 400
+    assert "登録されませんでした。" in response.text
+    assert "送られたのは公開鍵ではなく「秘密鍵」です。" in response.text
+    assert "SECRET key" not in response.text
+    assert "自分の鍵を登録する" in response.text
+
+    # A refusal that names a detail gets the detail in Japanese too.
+    cut = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ\n"
+    response = client.post(
+        f"/e/{event.id}/register", data={"name": "花子", "key_text": cut}, headers=japanese
+    )
+    assert "途中で切れています（END の行がありません）。" in response.text

@@ -298,6 +298,16 @@ def confirm_email(token: str):
     form = ButtonForm()
     if request.method == "GET" or not form.validate_on_submit():
         return render_template("confirm_email.html", form=form)
+    waiting = db.session.scalar(
+        db.select(Certification).where(
+            Certification.delivery_token_sha256 == registration.hash_token(token)
+        )
+    )
+    refusal = waiting and rules.check_owner_decision(waiting.key.event.state, None, "accepted")
+    if refusal:
+        return render_template(
+            "message.html", title=_("Too late"), message=refusal_message(refusal)
+        ), 409
     certification = delivery.confirm(token)
     if certification is None:
         return render_template(
