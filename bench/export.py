@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import hashlib
-import importlib.util
 import io
 import json
 import math
@@ -69,6 +68,8 @@ from datetime import datetime
 from datetime import timedelta
 from pathlib import Path
 
+import benchlib
+
 BENCH = Path(__file__).resolve().parent
 BASE_URL = "http://keyparty.bench:8000"
 CACHE = "/tmp/keyparty-bench-export-{n}-{c}"
@@ -76,19 +77,7 @@ EVENT_NAME = "Export bench"
 TARGET_RATIO = 1.3
 
 
-def _load_sign_bench():
-    """bench/sign.py as a module (it loads bench/import.py): keys, homes, signing commands."""
-    name = "keyparty_bench_sign"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH / "sign.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-sb = _load_sign_bench()
+sb = benchlib.load("sign")
 bi = sb.bi
 GPG = sb.GPG
 short_tempdir = sb.short_tempdir

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import importlib.util
 import io
 import os
 import pstats
@@ -49,24 +48,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import benchlib
+
 BENCH = Path(__file__).resolve().parent
 TARGET_RATIO = 2.0
 TARGET_SECONDS = 60.0
 
 
-def _load_sign_bench():
-    """bench/sign.py as a module: its keys, homes, event set-up and timing helpers."""
-    name = "keyparty_bench_sign"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH / "sign.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-sb = _load_sign_bench()
+sb = benchlib.load("sign")
 bi = sb.bi
 GPG = sb.GPG
 short_tempdir = sb.short_tempdir

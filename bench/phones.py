@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import importlib.util
 import os
 import random
 import re
@@ -74,6 +73,8 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import urlencode
 from urllib.parse import urlsplit
+
+import benchlib
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -97,12 +98,8 @@ def short_tempdir(prefix: str = "kpp") -> Path:
 
 
 def bench_import():
-    """bench/import.py as a module (its name is a Python keyword): its cached test keys."""
-    spec = importlib.util.spec_from_file_location("keyparty_bench_import", BENCH / "import.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """bench/import.py as a module: its cached test keys."""
+    return benchlib.load("import")
 
 
 def keyparty_command() -> str:

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import importlib.util
 import io
 import json
 import os
@@ -67,6 +66,8 @@ from datetime import datetime
 from datetime import timedelta
 from pathlib import Path
 
+import benchlib
+
 BENCH = Path(__file__).resolve().parent
 BASE_URL = "http://keyparty.bench:8000"
 TARGET_RATIO = 1.2
@@ -76,19 +77,7 @@ SIGNER_BASE = 90000  # signers are "Bench User 90001 ..." (never a target's numb
 QUIET = ["--pinentry-mode", "loopback", "--passphrase", "", "--trust-model", "always"]
 
 
-def _load_import_bench():
-    """bench/import.py as a module (its name is a Python keyword): keys, homes, timing."""
-    name = "keyparty_bench_import"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH / "import.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bi = _load_import_bench()
+bi = benchlib.load("import")
 GPG = bi.GPG
 short_tempdir = bi.short_tempdir
 remove = bi.remove
