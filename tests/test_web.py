@@ -91,12 +91,15 @@ def test_a_refused_registration_says_what_is_wrong_and_keeps_the_form(client, ev
     assert db.session.scalar(db.select(db.func.count()).select_from(Attendee)) == 0
 
 
-def test_user_ids_are_escaped_on_pages(client, event):
+def test_names_from_strangers_are_escaped_on_pages(client, event):
     response = client.post(
         f"/e/{event.id}/register",
         data={"name": "<script>alert(1)</script>", "key_text": key_bytes("alice").decode()},
     )
-    assert "<script>alert(1)" not in response.text
+    assert response.status_code == 200
+    host_page = client.get(f"/host/e/{event.id}").text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in host_page
+    assert "<script>alert(1)" not in host_page
 
 
 def test_an_unknown_join_link_gets_a_plain_message(client):
