@@ -50,6 +50,12 @@ STRANGER_KEYS = "self-sigs-only,import-clean"
 INTO_OWN_KEYRING = "self-sigs-only"
 KEYRING_FILES = ("pubring.kbx", "trustdb.gpg")
 MIN_VERSION = (2, 2, 36)
+AGENT_UNREACHABLE = "can't connect to the agent"
+# The agent's socket lives in the home: a path over ~100 characters breaks it.
+AGENT_ADVICE = (
+    "cannot reach its agent (gpg-agent); check that it runs (`gpgconf --launch gpg-agent`) "
+    "and that the GnuPG home path is short"
+)
 
 ALGORITHM_NAMES = {1: "rsa", 2: "rsa", 3: "rsa", 16: "elg", 17: "dsa", 18: "ecdh", 19: "ecdsa"}
 ALGORITHM_NAMES |= {20: "elg-sign", 22: "eddsa"}
@@ -278,11 +284,8 @@ class CertifyOutcome:
         keywords = {k for k, _ in self.status}
         if "BAD_PASSPHRASE" in keywords or "Bad passphrase" in self.stderr:
             return "wrong passphrase"
-        if "can't connect to the agent" in self.stderr or "no gpg-agent running" in self.stderr:
-            return (
-                "gpg cannot reach its agent (gpg-agent); check that it runs "
-                "(`gpgconf --launch gpg-agent`) and that the GnuPG home path is short"
-            )
+        if AGENT_UNREACHABLE in self.stderr or "no gpg-agent running" in self.stderr:
+            return f"gpg {AGENT_ADVICE}"
         if "NO_SECKEY" in keywords or "INV_SGNR" in keywords or "No secret key" in self.stderr:
             return "no secret key for the signing key in this GnuPG home"
         if "KEYEXPIRED" in keywords or "SIGEXPIRED" in keywords:
@@ -447,6 +450,8 @@ class GnuPGHome:
     def secret_keys(self) -> list[KeyRecord]:
         """The keys this home can sign with (their secret parts stay with gpg-agent)."""
         run = self._run(["--list-secret-keys", "--with-fingerprint"])
+        if AGENT_UNREACHABLE in run.stderr:
+            raise GnuPGError(f"gpg {AGENT_ADVICE}")
         return parse_key_listing(
             run.data.decode("utf-8", "surrogateescape").replace("sec:", "pub:")
         )

@@ -26,6 +26,7 @@ from pathlib import Path
 from keyparty import openpgp
 from keyparty.bundle import FORMAT
 from keyparty.gpg import INTO_OWN_KEYRING
+from keyparty.gpg import GnuPGError
 from keyparty.gpg import GnuPGHome
 
 
@@ -188,7 +189,10 @@ def choose_signers(home: GnuPGHome, bundle: dict, local_users: list[str]) -> lis
     """The signer's keys that will certify: usable secret keys registered at the event."""
     registered = bundle["signer"]["fingerprints"]
     wanted = [u.replace(" ", "").upper() for u in local_users] or registered
-    secret = {k.fingerprint: k for k in home.secret_keys()}
+    try:
+        secret = {k.fingerprint: k for k in home.secret_keys()}
+    except GnuPGError as problem:
+        raise SigningError(f"{problem}. Nothing was certified.") from None
     for fingerprint in wanted:
         if fingerprint not in registered:
             raise SigningError(

@@ -319,3 +319,18 @@ def test_one_attendee_certifies_with_each_of_their_keys(app, event, tmp_path):
         [fingerprint_of("alice"), fingerprint_of("signer1")]
     )
     assert [o.status for o in outcomes] == ["accepted", "accepted"]
+
+
+def test_an_unreachable_agent_is_named(signing_event, alice_home, tmp_path):
+    """gpg-agent's socket lives in the home; reached through a path over ~100
+    characters it cannot be: the signer is told, and nothing is certified."""
+    deep = short_tempdir() / ("x" * 60) / ("y" * 60)
+    deep.parent.mkdir(parents=True)
+    deep.symlink_to(alice_home.path)
+    subprocess.run(
+        ["gpgconf", "--homedir", str(alice_home.path), "--kill", "gpg-agent"], check=False
+    )
+    bundle = write_bundle(signing_event, "Alice", tmp_path / "bundle.json")
+    result = sign(str(bundle), "--homedir", str(deep), "--digest", signing_event.partylist_sha256)
+    assert result.returncode != 0
+    assert "cannot reach its agent" in result.stderr and "Nothing was certified" in result.stderr
