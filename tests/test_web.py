@@ -236,3 +236,23 @@ def test_a_japanese_phone_registers_in_japanese(client, event):
         f"/e/{event.id}/register", data={"name": "花子", "key_text": cut}, headers=japanese
     )
     assert "途中で切れています（END の行がありません）。" in response.text
+
+
+def test_the_host_sets_contexts_and_pace_on_the_page(client, event):
+    page = client.get(f"/host/e/{event.id}").text
+    assert 'value="identity,email,pseudonym"' in page
+    data = {"contexts": "identity,email", "pace_gap": "30", "pace_window": "300", "pace_max": "8"}
+    saved = client.post(f"/host/e/{event.id}/settings", data=data, follow_redirects=True)
+    assert "Settings saved." in saved.text
+    db.session.refresh(event)
+    assert (event.contexts, event.pace_min_gap_seconds, event.pace_max_in_window) == (
+        "identity,email",
+        30,
+        8,
+    )
+    refused = client.post(
+        f"/host/e/{event.id}/settings", data={**data, "pace_window": "10"}, follow_redirects=True
+    )
+    assert "P4:" in refused.text
+    db.session.refresh(event)
+    assert event.pace_window_seconds == 300

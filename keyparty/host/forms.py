@@ -1,6 +1,7 @@
 from flask_wtf import FlaskForm
 from flask_wtf.file import MultipleFileField
 from wtforms import DateField
+from wtforms import IntegerField
 from wtforms import PasswordField
 from wtforms import StringField
 from wtforms.validators import DataRequired
@@ -26,3 +27,12 @@ class StepForm(FlaskForm):
 
 class LoginForm(FlaskForm):
     password = PasswordField("Host password", validators=[DataRequired()])
+
+
+class SettingsForm(FlaskForm):
+    """C1 contexts and P4 pace of one event (same as `keyparty event set`)."""
+
+    contexts = StringField("Contexts (comma-separated)", validators=[DataRequired()])
+    pace_gap = IntegerField("Shortest gap between two people (s)", validators=[DataRequired()])
+    pace_window = IntegerField("Pace window (s)", validators=[DataRequired()])
+    pace_max = IntegerField("Most people in one window", validators=[DataRequired()])

@@ -33,6 +33,7 @@ from keyparty.extensions import db
 from keyparty.host.forms import CreateEventForm
 from keyparty.host.forms import ImportForm
 from keyparty.host.forms import LoginForm
+from keyparty.host.forms import SettingsForm
 from keyparty.host.forms import StepForm
 from keyparty.models import Event
 from keyparty.network import is_loopback
@@ -108,6 +109,12 @@ def event(event_id: str):
         step_label=STEPS[step][2] if step else None,
         step_form=StepForm(),
         import_form=ImportForm(),
+        settings_form=SettingsForm(
+            contexts=event.contexts,
+            pace_gap=event.pace_min_gap_seconds,
+            pace_window=event.pace_window_seconds,
+            pace_max=event.pace_max_in_window,
+        ),
         sha256_groups=group_digest(event.partylist_sha256) if event.partylist_sha256 else [],
         sha512_groups=group_digest(event.partylist_sha512) if event.partylist_sha512 else [],
         registration_url=f"{public_base_url(request.host_url)}/e/{event.id}/register",
@@ -210,4 +217,18 @@ def deliver(event_id: str):
         flash(delivery.describe(result), "ok")
     except delivery.DeliveryError as problem:
         flash(str(problem), "error")
+    return redirect(url_for("host.event", event_id=event.id))
+
+
+@blueprint.route("/e/<event_id>/settings", methods=["POST"])
+def settings(event_id: str):
+    event = _event_or_404(event_id)
+    form = SettingsForm()
+    if not form.validate_on_submit():
+        flash("Fill in every setting with a whole number of seconds or people.", "error")
+        return redirect(url_for("host.event", event_id=event.id))
+    refusal = events.configure(
+        event, form.contexts.data, form.pace_gap.data, form.pace_window.data, form.pace_max.data
+    )
+    flash(str(refusal) if refusal else "Settings saved.", "error" if refusal else "ok")
     return redirect(url_for("host.event", event_id=event.id))
