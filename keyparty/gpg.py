@@ -343,6 +343,7 @@ class GnuPGHome:
         timeout: float = 120,
         create: bool = True,
         agent: bool = False,
+        cached: bool = True,
     ) -> None:
         self.path = Path(path)
         self.binary = binary
@@ -350,6 +351,8 @@ class GnuPGHome:
         # Homes of public keys never need gpg-agent; gpg would start one per
         # home anyway and leave it running. A signer's own home needs it.
         self.options = BASE_OPTIONS + ([] if agent else ["--no-autostart"])
+        # Short-lived homes (stages, scratch) must not fill the cache below.
+        self.cached = cached
         if create:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         elif not self.path.is_dir():
@@ -361,7 +364,7 @@ class GnuPGHome:
         if self._gpg is None:
             # python-gnupg runs `gpg --version` per instance: keep one per home.
             cache_key = (self.binary, str(self.path), tuple(self.options))
-            self._gpg = _GPG_CACHE.get(cache_key)
+            self._gpg = _GPG_CACHE.get(cache_key) if self.cached else None
             if self._gpg is None:
                 self._gpg = _BoundedGPG(
                     gpgbinary=self.binary,
@@ -371,7 +374,8 @@ class GnuPGHome:
                 )
                 self._gpg.buffer_size = 1 << 16
                 check_version(self._gpg.version)
-                _GPG_CACHE[cache_key] = self._gpg
+                if self.cached:
+                    _GPG_CACHE[cache_key] = self._gpg
         return self._gpg
 
     # -- running ---------------------------------------------------------
@@ -545,6 +549,18 @@ class GnuPGHome:
     # -- staging ---------------------------------------------------------
 
     @contextmanager
+    def scratch(self) -> Iterator[GnuPGHome]:
+        """An empty home beside this one, removed afterwards: for checking
+        what strangers sent without anything else in the keyring."""
+        path = Path(tempfile.mkdtemp(prefix=".scratch-", dir=self.path.parent))
+        try:
+            home = GnuPGHome(path, self.binary, self.timeout, cached=False)
+            home.options = self.options
+            yield home
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    @contextmanager
     def staged(self) -> Iterator[StagedHome]:
         """A scratch copy of this home; it replaces this home only if the block succeeds.
 
@@ -567,7 +583,7 @@ class GnuPGHome:
 
 class StagedHome(GnuPGHome):
     def __init__(self, path: Path, origin: GnuPGHome) -> None:
-        super().__init__(path, origin.binary, origin.timeout)
+        super().__init__(path, origin.binary, origin.timeout, cached=False)
         self.options = origin.options
         self.origin = origin
 

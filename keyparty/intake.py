@@ -10,6 +10,7 @@ self-signatures, the certification), are merged into the event keyring.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
@@ -92,26 +93,68 @@ def take_in(
         return outcomes
     keys = {key.fingerprint: key for key in event.keys}
     home = event_home(event)
+    checked = _check_signatures(home, candidates, keys)
+    verified = _unwithdrawn_verifications(event)
+    outcomes_now = [_judge(event, c, keys, uploader, checked, verified) for c in candidates]
+    outcomes += outcomes_now
+    accepted = [c for c, o in zip(candidates, outcomes_now, strict=True) if o.status == "accepted"]
     with home.staged() as stage:
-        stage.import_keys(openpgp.group_by_key([c.minimal for c in candidates]), options=None)
-        checked = {
-            (r.key_fingerprint, r.user_id, r.issuer_fingerprint, r.created): r.validity
-            for r in stage.certifications({c.block.fingerprint for c in candidates} & set(keys))
-        }
-        accepted = []
-        verified = _unwithdrawn_verifications(event)
-        for candidate in candidates:
-            outcome = _judge(event, candidate, keys, uploader, checked, verified)
-            outcomes.append(outcome)
-            if outcome.status == "accepted":
-                accepted.append(candidate)
-        if len(accepted) < len(candidates):
-            # Start again from the event keyring with only what was accepted.
-            stage.reset()
-            if accepted:
-                stage.import_keys(openpgp.group_by_key([c.minimal for c in accepted]), options=None)
+        if accepted:
+            stage.import_keys(openpgp.group_by_key([c.minimal for c in accepted]), options=None)
         db.session.commit()
     return outcomes
+
+
+def _signature_id(key: str | None, user_id: str, issuer: str | None, created) -> tuple:
+    return (key, user_id, issuer, created)
+
+
+def _check_signatures(home, candidates: list[_Candidate], keys: dict[str, Key]) -> dict[str, str]:
+    """gpg's verdict ("!" good, "-" bad, …) on each candidate, by its digest.
+
+    Checked in a scratch home holding only the keys involved, as registered
+    (self-signatures only), so no certification already accepted can stand in
+    for an uploaded one. gpg's listing names a signature by key, user ID,
+    issuer and creation second; where two candidates share those (a tampered
+    copy beside the real one), each is checked again on its own.
+    """
+
+    def involved(batch: list[_Candidate]) -> list[bytes]:
+        wanted = {c.block.fingerprint for c in batch} | {
+            c.signature.issuer_fingerprint for c in batch
+        }
+        return [openpgp.dearmor(keys[f].armored.encode()) for f in wanted if f in keys]
+
+    def check(batch: list[_Candidate]) -> dict[tuple, list[str]]:
+        with home.scratch() as scratch:
+            scratch.import_keys(
+                openpgp.group_by_key(involved(batch) + [c.minimal for c in batch]), options=None
+            )
+            found: dict[tuple, list[str]] = {}
+            for r in scratch.certifications({c.block.fingerprint for c in batch} & set(keys)):
+                sid = _signature_id(r.key_fingerprint, r.user_id, r.issuer_fingerprint, r.created)
+                found.setdefault(sid, []).append(r.validity)
+            return found
+
+    def sid_of(c: _Candidate) -> tuple:
+        created = datetime.fromtimestamp(c.signature.created or 0, UTC)
+        return _signature_id(
+            c.block.fingerprint, _text(c.user_id), c.signature.issuer_fingerprint, created
+        )
+
+    # gpg keeps only one of two signatures it takes for the same one, and
+    # lists them by key, user ID, issuer and second: those that share all four
+    # are checked one at a time.
+    shared = Counter(sid_of(c) for c in candidates)
+    together = [c for c in candidates if shared[sid_of(c)] == 1]
+    listing = check(together) if together else {}
+    verdicts = {}
+    for candidate in candidates:
+        found = listing.get(sid_of(candidate), [])
+        if shared[sid_of(candidate)] > 1:
+            found = check([candidate]).get(sid_of(candidate), [])
+        verdicts[candidate.digest] = found[0] if len(found) == 1 else "?"
+    return verdicts
 
 
 def _read_uploads(
@@ -193,9 +236,7 @@ def _judge(
         verified.get((signer.id, user_id.id, context)) if signer and user_id and context else None
     )
     window_start, window_end = signing_window(event)
-    validity = checked.get(
-        (candidate.block.fingerprint, uid_text, signature.issuer_fingerprint, created)
-    )
+    validity = checked.get(candidate.digest)
     facts = rules.CertificationFacts(
         event_id=event.id,
         event_state=event.state,

@@ -310,3 +310,22 @@ def test_the_api_takes_one_certification_per_request(app, signing_event, homes):
     assert [o["status"] for o in response.json["outcomes"]] == ["accepted"]
     nobody = client.post(f"/api/e/{signing_event.id}/certifications", data=data)
     assert nobody.status_code == 401
+
+
+def test_a_tampered_copy_beside_the_real_one_is_told_apart(signing_event, homes):
+    """Same key, user ID, issuer and second as a good certification, but its
+    policy URL changed (no rule looks at it): only the signature says no."""
+    alice = fingerprint(signing_event, "Alice")
+    good = certify(homes, signing_event, alice, extra=["--cert-policy-url", "https://a.example/p"])
+    tampered = good.replace(b"https://a.example/p", b"https://b.example/p")
+    assert tampered != good
+    outcomes = intake.take_in(signing_event, [("good", good), ("tampered", tampered)])
+    assert sorted((o.source, o.status, o.rule) for o in outcomes if o.issuer) == [
+        ("good", "accepted", None),
+        ("tampered", "refused", "integrity"),
+    ]
+    # And once the real one is in the event keyring, the copy still fails alone.
+    again = single(
+        intake.take_in(signing_event, [("tampered-again", tampered.replace(b"b.ex", b"c.ex"))])
+    )
+    assert (again.status, again.rule) == ("refused", "integrity")
