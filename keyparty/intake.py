@@ -1,8 +1,8 @@
 """Intake: check uploaded certifications before anything is kept.
 
 Every certification is read in Python (subpackets gpg would drop or hide),
-verified by gpg in a staged copy of the event home that holds every
-registered key, and judged by rules.check_certification. Only the accepted
+verified by gpg in a scratch home holding only the keys involved, as
+registered, and judged by rules.check_certification. Only the accepted
 ones, rebuilt as minimal keys (the primary key, the one user ID, its
 self-signatures, the certification), are merged into the event keyring.
 """
