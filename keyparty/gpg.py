@@ -275,10 +275,6 @@ class CertifyOutcome:
     stderr: str
 
     @property
-    def already_signed(self) -> bool:
-        return any(k == "ALREADY_SIGNED" for k, _ in self.status)
-
-    @property
     def problem(self) -> str | None:
         """A plain sentence for a failure, or None when gpg succeeded."""
         keywords = {k for k, _ in self.status}
@@ -540,11 +536,6 @@ class GnuPGHome:
         if not wanted:
             return b""
         return self._run(["--export", *(["--armor"] if armor else []), *wanted]).data
-
-    def delete(self, fingerprints: Iterable[str]) -> None:
-        wanted = list(fingerprints)
-        if wanted:
-            self._run(["--yes", "--delete-keys", *wanted])
 
     # -- staging ---------------------------------------------------------
 

@@ -47,10 +47,6 @@ class Refusal:
         return f"{self.rule}: {self.message}"
 
 
-def step_leading_to(state: str) -> str:
-    return next(name for name, (_, after, _) in STEPS.items() if after == state)
-
-
 def next_step(state: str) -> str | None:
     """The one step the host can take from this state, if any."""
     return next((name for name, (before, _, _) in STEPS.items() if before == state), None)
