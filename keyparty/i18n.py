@@ -17,6 +17,7 @@ from flask import Flask
 from flask import has_request_context
 from flask import request
 from flask import session
+from markupsafe import Markup
 
 from keyparty.rules import Refusal
 
@@ -43,6 +44,24 @@ def gettext(text: str, **params) -> str:
     """Translate `text`, then fill in its {placeholders}."""
     translated = catalog(current_language()).get(text, text) if text else text
     return translated.format(**params) if params else translated
+
+
+class LazyText:
+    """A sentence translated when shown, for messages made before any request
+    (form validators are built when the module loads)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return gettext(self.text)
+
+    def __html__(self) -> str:
+        return str(Markup.escape(str(self)))
+
+
+def lazy_gettext(text: str) -> LazyText:
+    return LazyText(text)
 
 
 def refusal_message(refusal: Refusal) -> str:

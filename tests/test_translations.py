@@ -9,7 +9,7 @@ nothing uses any more all fail here:
 - templates: the string literal in each `_("...")` / `_('...')` call, in every
   template except the host pages and the printed badges (English only);
 - Python code under keyparty/: the string literal first argument of each call
-  to `_` or `gettext`;
+  to `_`, `gettext` or `lazy_gettext`;
 - keyparty/rules.py: the state names (shown through `_(event.state)`), the
   default context names and their labels, the basis labels and refusals, the
   T2 own-session sentences, and every constant text of a `Refusal(...)` that
@@ -60,7 +60,7 @@ ATTENDEE_FORMS = PACKAGE / "attendee" / "forms.py"
 # `_(` then a Jinja string literal in either quote style (not `foo_(`, not `x._(`).
 TEMPLATE_CALL = re.compile(r"""(?<![\w.])_\(\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""", re.S)
 
-TRANSLATION_FUNCTIONS = frozenset({"_", "gettext"})
+TRANSLATION_FUNCTIONS = frozenset({"_", "gettext", "lazy_gettext"})
 
 
 def jinja_string(literal: str) -> str:

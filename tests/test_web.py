@@ -256,3 +256,16 @@ def test_the_host_sets_contexts_and_pace_on_the_page(client, event):
     assert "P4:" in refused.text
     db.session.refresh(event)
     assert event.pace_window_seconds == 300
+
+
+def test_form_errors_speak_the_phones_language(client, event):
+    response = client.post(
+        f"/e/{event.id}/register",
+        data={"name": "", "email": "not-an-address", "key_text": key_bytes("alice").decode()},
+        headers={"Accept-Language": "ja"},
+    )
+    assert response.status_code == 400
+    assert "入力してください。" in response.text
+    assert "メールアドレスではありません。" in response.text
+    english = client.post(f"/e/{event.id}/register", data={"name": ""})
+    assert "Please fill this in." in english.text

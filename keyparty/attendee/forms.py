@@ -10,12 +10,26 @@ from wtforms.validators import Email
 from wtforms.validators import Length
 from wtforms.validators import Optional
 
+from keyparty.i18n import lazy_gettext
+
+REQUIRED = lazy_gettext("Please fill this in.")
+TOO_LONG = lazy_gettext("This is too long.")
+
 
 class RegistrationForm(FlaskForm):
-    name = StringField("Your name", validators=[DataRequired(), Length(max=200)])
+    name = StringField(
+        "Your name", validators=[DataRequired(REQUIRED), Length(max=200, message=TOO_LONG)]
+    )
     email = EmailField(
         "Email (optional)",
-        validators=[Optional(), Email(check_deliverability=False), Length(max=320)],
+        validators=[
+            Optional(),
+            Email(
+                message=lazy_gettext("This is not an email address."),
+                check_deliverability=False,
+            ),
+            Length(max=320, message=TOO_LONG),
+        ],
     )
     key_text = TextAreaField("Your public key (armored)", validators=[Optional()])
     key_file = FileField("…or upload your public key file", validators=[Optional()])
