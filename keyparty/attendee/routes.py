@@ -174,6 +174,7 @@ def join_first(_error):
 def me():
     attendee = _require_me()
     event = attendee.event
+    after_event = event.state in ("signing", "closed")
     return render_template(
         "me.html",
         attendee=attendee,
@@ -181,13 +182,16 @@ def me():
         confirm_form=ConfirmEntryForm(),
         can_confirm=rules.check_entry_confirmation(event.state) is None,
         button_form=ButtonForm(),
-        # A signer sees the outcome of their own certifications, no one else's.
+        # A signer sees the outcome of their own certifications, no one else's
+        # (there are none before signing starts: no queries then).
         given=db.session.scalars(
             db.select(Certification)
             .where(Certification.signer_id == attendee.id)
             .order_by(Certification.received_at)
-        ).all(),
-        expiring=_expiring_soon(attendee),
+        ).all()
+        if after_event
+        else [],
+        expiring=_expiring_soon(attendee) if after_event else {"given": [], "received": []},
     )
 
 
