@@ -14,7 +14,6 @@ hash of each link's token is stored.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 import smtplib
@@ -46,6 +45,8 @@ from keyparty.models import Certification
 from keyparty.models import Event
 from keyparty.models import UserID
 from keyparty.models import utcnow
+from keyparty.network import is_loopback
+from keyparty.partylist import group_fingerprint
 from keyparty.registration import hash_token
 
 # The standard port of each way of talking to the server; "none" is for a
@@ -102,7 +103,10 @@ class SmtpSettings:
                 f"Port {self.port} starts in plain text and upgrades with STARTTLS: set "
                 "SMTP_SECURITY=starttls for it (tls is for port 465)."
             )
-        if security == "none" and not _is_loopback(self.host):
+        if security == "none" and not (
+            self.host.strip().lower().rstrip(".") == "localhost"
+            or is_loopback(self.host.strip("[]"))
+        ):
             raise DeliveryError(
                 f"SMTP security none sends mail and passwords unencrypted: it is allowed only "
                 f"for a mail server on this machine, not {self.host}. Use starttls or tls."
@@ -117,15 +121,6 @@ class SmtpSettings:
                 f"SMTP sender {self.sender!r} is not an email address such as "
                 "'keyparty@example.org' or 'Key party <keyparty@example.org>'."
             )
-
-
-def _is_loopback(host: str) -> bool:
-    if host.strip().lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _envelope_address(sender: str) -> str | None:
@@ -215,10 +210,6 @@ def _one_line(text: str, limit: int = 150) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _spaced(fingerprint: str) -> str:
-    return " ".join(fingerprint[i : i + 4] for i in range(0, len(fingerprint), 4))
-
-
 def _recipient(certification: Certification) -> str:
     """The certified user ID's own address, checked to be one plain address."""
     address = (certification.user_id.email if certification.user_id else None) or ""
@@ -239,7 +230,11 @@ def _letter(event: Event, certification: Certification, address: str, link: str)
     fingerprint = certification.key.fingerprint
     signer = certification.signer
     signer_name = _one_line(signer.name) if signer else "An attendee"
-    issuer = _spaced(certification.issuer_fingerprint or "")
+    issuer = (
+        group_fingerprint(certification.issuer_fingerprint)
+        if certification.issuer_fingerprint
+        else ""
+    )
     event_name = _one_line(event.name)
     when = f" on {event.date.isoformat()}" if event.date else ""
     expires = (
@@ -255,7 +250,7 @@ This message comes from keyparty, the key-signing tool of the event
 (key {issuer}).
 
 {signer_name} met you at {event_name} and certified this user ID of your
-key {_spaced(fingerprint)}:
+key {group_fingerprint(fingerprint)}:
 
     {_one_line(certification.user_id_text or "", 500)}
 

@@ -33,8 +33,12 @@ def lan_addresses() -> list[str]:
 
 
 def is_loopback(address: str | None) -> bool:
+    """127.0.0.0/8, ::1 or the name localhost (brackets and zone ids allowed)."""
+    host = (address or "").strip().strip("[]").split("%")[0].lower().rstrip(".")
+    if host == "localhost":
+        return True
     try:
-        return ipaddress.ip_address((address or "").split("%")[0]).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
@@ -50,7 +54,7 @@ def public_base_url(request_host_url: str | None = None, port: int = 8000) -> st
         return configured.rstrip("/")
     if request_host_url:
         url = urlsplit(request_host_url)
-        if url.hostname != "localhost" and not is_loopback(url.hostname):
+        if not is_loopback(url.hostname):
             return request_host_url.rstrip("/")
         port = url.port or port
     addresses = lan_addresses()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from flask import Blueprint
 from flask import abort
@@ -359,11 +360,7 @@ def my_code():
 
 def _secure_context() -> bool:
     """Browsers give the camera to pages only over HTTPS or on the phone's own localhost."""
-    return (
-        request.is_secure
-        or request.host.split(":")[0] == "localhost"
-        or is_loopback(request.host.rsplit(":", 1)[0].strip("[]"))
-    )
+    return request.is_secure or is_loopback(urlsplit(request.host_url).hostname)
 
 
 @blueprint.route("/scan")
