@@ -26,6 +26,23 @@ def fingerprint(event, name):
     return attendee_named(event, name).keys[0].fingerprint
 
 
+def gpg_as_signer(home) -> list[str]:
+    """gpg in the signer's own home, answering no questions, passphrase-less key."""
+    return [
+        "gpg",
+        "--homedir",
+        str(home.path),
+        "--batch",
+        "--no-tty",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        "",
+        "--trust-model",
+        "always",
+    ]
+
+
 def certify(
     home,
     event,
@@ -48,17 +65,7 @@ def certify(
     target_fpr = fingerprint(event, target)
     subprocess.run(
         [
-            "gpg",
-            "--homedir",
-            str(home.path),
-            "--batch",
-            "--no-tty",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-            "--trust-model",
-            "always",
+            *gpg_as_signer(home),
             "--local-user",
             signer,
             "--default-cert-level",
@@ -138,17 +145,7 @@ def test_a_trust_signature(signing_event, homes):
     answers = "1\ntsign\n2\n1\n\ny\nsave\n"
     subprocess.run(
         [
-            "gpg",
-            "--homedir",
-            str(homes.path),
-            "--batch",
-            "--no-tty",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-            "--trust-model",
-            "always",
+            *gpg_as_signer(homes),
             "--local-user",
             alice,
             "--default-cert-level",
