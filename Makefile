@@ -10,7 +10,8 @@ STAMP   := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 
-.PHONY: setup system system-run system-test run test lint format bench fixtures clean
+.PHONY: setup system system-run system-test run test lint format bench fixtures clean \
+	translations translations-extract translations-update translations-compile
 
 setup: system-run $(STAMP)
 
@@ -72,6 +73,36 @@ bench: setup
 	$(BIN)/python bench/sign.py
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/export.py
+
+# Translations (gettext, Babel): `make translations` extracts every marked sentence
+# (babel.cfg; keywords below: the gettext calls, the N_ marker and the sentence argument
+# of the refusal constructors) into $(POT), merges it into each
+# keyparty/translations/<lang>/LC_MESSAGES/messages.po (new sentences come in
+# untranslated: a translator fills them in) and compiles the .mo files, which are
+# committed so that keyparty runs without Babel's command line.
+# tests/test_translations.py runs the same extraction and lists what is missing.
+# Sentences a branch still wrote into the old keyparty/translations/ja.json move over with
+# `$(BIN)/python scripts/json_to_po.py` before `make translations`.
+PYBABEL        ?= $(BIN)/pybabel
+POT            ?= build/messages.pot
+TRANSLATIONS   := keyparty/translations
+BABEL_KEYWORDS := -k N_ -k lazy_gettext -k Refusal:2 -k KeyRefusal:2 -k Rejected:4 \
+                  -k _refuse:2 -k _malformed:2
+
+translations: setup
+	$(MAKE) --no-print-directory translations-update translations-compile
+
+translations-extract:
+	@mkdir -p $(dir $(POT))
+	$(PYBABEL) -q extract -F babel.cfg $(BABEL_KEYWORDS) --no-location --sort-output \
+	  --no-wrap --project=keyparty -o $(POT) .
+
+translations-update: translations-extract
+	$(PYBABEL) -q update -i $(POT) -d $(TRANSLATIONS) --no-wrap --ignore-obsolete \
+	  --no-fuzzy-matching
+
+translations-compile:
+	$(PYBABEL) -q compile -d $(TRANSLATIONS) --statistics
 
 fixtures: setup
 	$(BIN)/python gnupg-home-fixtures/make_fixtures.py

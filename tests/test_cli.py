@@ -76,7 +76,7 @@ def test_import_reports_each_refusal_and_exits_non_zero(runner, event):
 def test_steps_out_of_order_are_refused(runner, event):
     result = runner.invoke(args=["step", event.id, "start-verifying"])
     assert result.exit_code != 0
-    assert "First: freeze the party list" in result.output
+    assert "First: Freeze the party list" in result.output
     db.session.refresh(event)
     assert event.state == "registration"
 
