@@ -21,7 +21,6 @@ from sqlalchemy import func
 from sqlalchemy import select
 
 from keyparty import exports
-from keyparty import openpgp
 from keyparty import report
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
@@ -162,15 +161,10 @@ def counts(event: Event) -> dict[str, int]:
 
 
 def rebuild_home(event: Event) -> int:
-    """Make the event's GnuPG home again from the database; returns the key count."""
-    home = event_home(event)
-    with home.staged() as stage:
-        for name in ("pubring.kbx", "trustdb.gpg"):
-            (stage.path / name).unlink(missing_ok=True)
-        data = b"".join(openpgp.dearmor(key.armored.encode()) for key in event.keys)
-        if data:
-            stage.import_keys(data, options=None)
-    return len(event.keys)
+    """Make both GnuPG homes of the event again from the database; returns the key count."""
+    from keyparty import consistency
+
+    return consistency.rebuild(event)["keys"]
 
 
 def configure(

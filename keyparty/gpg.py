@@ -553,9 +553,12 @@ class GnuPGHome:
 
     @contextmanager
     def staged(self) -> Iterator[StagedHome]:
-        """A scratch copy of this home; it replaces this home only if the block succeeds.
+        """A scratch copy of this home, under this home's lock.
 
-        Nothing a stranger sent reaches the real home unless it was checked.
+        It replaces this home only when the block calls `stage.commit()`
+        (after the database commit: the database is the record); a block
+        that returns early, raises or never commits leaves this home as it
+        was. Nothing a stranger sent reaches the real home unless it was checked.
         """
         with self.locked():
             stage_dir = Path(tempfile.mkdtemp(prefix=".stage-", dir=self.path.parent))
@@ -563,11 +566,6 @@ class GnuPGHome:
                 stage = StagedHome(stage_dir, self)
                 stage.reset()
                 yield stage
-                for name in KEYRING_FILES:
-                    if (stage_dir / name).exists():
-                        os.replace(stage_dir / name, self.path / name)
-                    else:
-                        (self.path / name).unlink(missing_ok=True)
             finally:
                 shutil.rmtree(stage_dir, ignore_errors=True)
 
@@ -577,6 +575,7 @@ class StagedHome(GnuPGHome):
         super().__init__(path, origin.binary, origin.timeout, cached=False)
         self.options = origin.options
         self.origin = origin
+        self.committed = False
 
     def reset(self) -> None:
         """Start again from the origin's keyring."""
@@ -584,3 +583,12 @@ class StagedHome(GnuPGHome):
             (self.path / name).unlink(missing_ok=True)
             if (self.origin.path / name).exists():
                 shutil.copy2(self.origin.path / name, self.path / name)
+
+    def commit(self) -> None:
+        """Replace the origin's keyring files with this stage's (each by rename)."""
+        for name in KEYRING_FILES:
+            if (self.path / name).exists():
+                os.replace(self.path / name, self.origin.path / name)
+            else:
+                (self.origin.path / name).unlink(missing_ok=True)
+        self.committed = True

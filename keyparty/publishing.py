@@ -54,6 +54,7 @@ def rebuild_published(event: Event, home: GnuPGHome | None = None) -> GnuPGHome:
         pieces += (openpgp.dearmor(c.armored.encode()) for c in owner_accepted(event))
         if pieces:
             stage.import_keys(openpgp.group_by_key(pieces), options=None)
+        stage.commit()
     return home
 
 
@@ -88,3 +89,4 @@ def publish(certification: Certification) -> None:
     home = published_home(certification.key.event)
     with home.staged() as stage:
         stage.import_keys(openpgp.dearmor(certification.armored.encode()), options=None)
+        stage.commit()

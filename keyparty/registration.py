@@ -133,8 +133,10 @@ def register_keys(
                 db.session.add(key)
                 result.accepted.append(Accepted(key, token, False))
         # The database is the record: commit it before the staged keyring
-        # replaces the event home (a failed commit leaves the home as it was).
+        # replaces the event home (a failed commit leaves the home as it was;
+        # a crash between the two is repaired from the database at start).
         db.session.commit()
+        stage.commit()
     return result
 
 
