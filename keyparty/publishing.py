@@ -34,6 +34,17 @@ def published_home(event: Event) -> GnuPGHome:
     return home
 
 
+def forget_published(event: Event) -> None:
+    """Drop the published keyring after the event's keys changed; the next
+    use rebuilds it from the database (with every key)."""
+    home = GnuPGHome(
+        Path(current_app.instance_path) / "gnupg" / f"{event.id}.published",
+        binary=current_app.config["GPG_BINARY"],
+    )
+    with home.locked():
+        (home.path / "pubring.kbx").unlink(missing_ok=True)
+
+
 def owner_accepted(event: Event) -> list[Certification]:
     return db.session.scalars(
         select(Certification).where(

@@ -20,6 +20,7 @@ from email.utils import parseaddr
 
 from keyparty import keycheck
 from keyparty import openpgp
+from keyparty import publishing
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
 from keyparty.gpg import KeyRecord
@@ -137,6 +138,8 @@ def register_keys(
         # a crash between the two is repaired from the database at start).
         db.session.commit()
         stage.commit()
+    # The published keyring holds every key: made again when next used.
+    publishing.forget_published(event)
     return result
 
 
