@@ -11,6 +11,7 @@ from keyparty.config import instance_path_from_env
 from keyparty.config import settings_from_env
 from keyparty.extensions import csrf
 from keyparty.extensions import db
+from keyparty.network import TrustedHosts
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -32,13 +33,51 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(settings_from_env(Path(app.instance_path)))
     if test_config:
         app.config.from_mapping(test_config)
+    if app.config.get("TRUSTED_HOSTS") is None:
+        app.config["TRUSTED_HOSTS"] = TrustedHosts(
+            app.config.get("PUBLIC_URL"), app.config.get("TRUSTED_HOSTS_EXTRA")
+        )
     register_extensions(app)
     register_blueprints(app)
     register_commands(app)
     register_template_helpers(app)
     register_security_headers(app)
+    register_request_limits(app)
     register_error_pages(app)
     return app
+
+
+KIB = 1024
+MIB = 1024 * KIB
+# The largest body each route takes; every other request takes a few KiB of
+# form fields. A key is at most 1 MiB (keycheck), armored a third more.
+BODY_LIMITS = {
+    "attendee.register": 3 * MIB // 2,
+    "api.upload_certification": 256 * KIB,
+    # The host imports whole keyrings (a conference's can be tens of MiB).
+    "host.import_keys": 64 * MIB,
+}
+FORM_LIMIT = 16 * KIB
+
+
+def register_request_limits(app: Flask) -> None:
+    """Read, size-check and parse every request body before the view runs,
+    so no view holds a database transaction while a client sends or a
+    parser chews. A body over the route's limit is refused with 413 from
+    its Content-Length, before it is read (or as soon as a body without
+    one passes the limit)."""
+    from flask import request
+
+    @app.before_request
+    def read_body_first():
+        limit = BODY_LIMITS.get(request.endpoint or "", FORM_LIMIT)
+        request.max_content_length = limit
+        request.max_form_memory_size = limit
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+                request.form  # noqa: B018  (parses the body now, within the limit)
+            else:
+                request.get_data()
 
 
 def register_error_pages(app: Flask) -> None:
@@ -47,8 +86,8 @@ def register_error_pages(app: Flask) -> None:
     @app.errorhandler(413)
     def too_large(_error):
         message = (
-            "That upload is too large. A public key is a few KiB (keyparty takes keys up to "
-            "1 MiB); export it with `gpg --armor --export FINGERPRINT`."
+            "That is too large: nothing was stored. A public key is a few KiB (keyparty "
+            "takes keys up to 1 MiB); export it with `gpg --armor --export FINGERPRINT`."
         )
         return render_template("message.html", title="Too large", message=message), 413
 

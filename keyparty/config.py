@@ -37,6 +37,9 @@ def settings_from_env(instance: Path) -> dict:
         "HOST_PASSWORD": env.get("KEYPARTY_HOST_PASSWORD") or None,
         # Base URL printed into badge QR codes; the LAN address when unset.
         "PUBLIC_URL": env.get("KEYPARTY_PUBLIC_URL") or None,
+        # More names the server is reached by (comma-separated), besides
+        # localhost, the LAN addresses and PUBLIC_URL's; other Host headers get 400.
+        "TRUSTED_HOSTS_EXTRA": env.get("KEYPARTY_TRUSTED_HOSTS") or None,
         "GPG_BINARY": env.get("KEYPARTY_GPG") or "gpg",
         # C3 delivery; the SMTP password is read from KEYPARTY_SMTP_PASSWORD only.
         "SMTP_HOST": env.get("KEYPARTY_SMTP_HOST") or None,
@@ -44,7 +47,9 @@ def settings_from_env(instance: Path) -> dict:
         "SMTP_SECURITY": env.get("KEYPARTY_SMTP_SECURITY") or "starttls",
         "SMTP_USER": env.get("KEYPARTY_SMTP_USER") or None,
         "SMTP_SENDER": env.get("KEYPARTY_SMTP_SENDER") or None,
-        "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+        # The largest body of any route (the host's keyring import); each
+        # route has its own, smaller limit (keyparty.BODY_LIMITS).
+        "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
         # One connection per server thread (keyparty serve runs 32), so no
         # request waits for a connection while another holds the write lock.
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 32, "max_overflow": 8},

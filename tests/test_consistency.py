@@ -136,3 +136,24 @@ def test_a_failure_between_database_and_home_leaves_the_database_the_record(
     consistency.rebuild(registered_event)
     assert consistency.check(registered_event) == []
     assert dalia in {r.fingerprint for r in home.list_keys()}
+
+
+def test_serve_repairs_the_homes_at_start_and_says_so(certified_event, instance):
+    from tests.test_serve import fetch
+    from tests.test_serve import serve
+    from tests.test_serve import stop
+
+    event = certified_event
+    exports.keyring(event)
+    for c in bobs_certifications(event):
+        c.owner_decision = "accepted"
+    db.session.commit()
+    db.session.remove()
+    process, port = serve(instance)
+    try:
+        fetch(f"http://127.0.0.1:{port}/")
+    finally:
+        output = stop(process)
+    assert f"{event.id}: the GnuPG homes differ from the database in 3 place(s)" in output
+    assert f"{event.id}: rebuilt; the homes now match the database." in output
+    assert consistency.check(db.session.get(type(event), event.id)) == []
