@@ -22,8 +22,21 @@ def template_folder() -> str:
     return str(checkout if checkout.is_dir() else PACKAGE / "templates")
 
 
+class KeypartyFlask(Flask):
+    def log_exception(self, exc_info) -> None:
+        """Log a failed request without its tokens (a join or confirmation link
+        stays valid after a failure: it must not sit in a log file)."""
+        from flask import request
+
+        path = request.path
+        for name, value in (request.view_args or {}).items():
+            if "token" in name and value:
+                path = path.replace(str(value), "…")
+        self.logger.error(f"Exception on {path} [{request.method}]", exc_info=exc_info)
+
+
 def create_app(test_config: dict | None = None) -> Flask:
-    app = Flask(
+    app = KeypartyFlask(
         __name__,
         instance_path=instance_path_from_env(os.path.join(os.getcwd(), "instance")),
         instance_relative_config=True,
@@ -68,7 +81,6 @@ def register_request_limits(app: Flask) -> None:
     one passes the limit)."""
     from flask import request
 
-    @app.before_request
     def read_body_first():
         limit = BODY_LIMITS.get(request.endpoint or "", FORM_LIMIT)
         request.max_content_length = limit
@@ -78,6 +90,9 @@ def register_request_limits(app: Flask) -> None:
                 request.form  # noqa: B018  (parses the body now, within the limit)
             else:
                 request.get_data()
+
+    # First of all before_request functions: CSRF protection reads the form too.
+    app.before_request_funcs.setdefault(None, []).insert(0, read_body_first)
 
 
 def register_error_pages(app: Flask) -> None:

@@ -7,6 +7,7 @@ import ipaddress
 import socket
 import struct
 import time
+from urllib.parse import unquote
 from urllib.parse import urlsplit
 
 from flask import current_app
@@ -102,8 +103,13 @@ def local_path(target: str | None, default: str = "/") -> str:
     """
     if not target or not target.startswith("/") or target.startswith("//"):
         return default
-    if "\\" in target or any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in target):
-        return default
+    for text in (target, unquote(target)):
+        if (
+            text.startswith("//")
+            or "\\" in text
+            or any(ord(c) < 0x21 or ord(c) == 0x7F for c in text)
+        ):
+            return default
     parts = urlsplit(target)
     if parts.scheme or parts.netloc:
         return default
