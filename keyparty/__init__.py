@@ -8,6 +8,7 @@ from pathlib import Path
 from flask import Flask
 
 from keyparty.config import instance_path_from_env
+from keyparty.config import make_instance_folder
 from keyparty.config import settings_from_env
 from keyparty.extensions import csrf
 from keyparty.extensions import db
@@ -42,7 +43,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         instance_relative_config=True,
         template_folder=template_folder(),
     )
-    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    make_instance_folder(Path(app.instance_path))
     app.config.from_mapping(settings_from_env(Path(app.instance_path)))
     if test_config:
         app.config.from_mapping(test_config)
@@ -105,6 +106,22 @@ def register_error_pages(app: Flask) -> None:
             "takes keys up to 1 MiB); export it with `gpg --armor --export FINGERPRINT`."
         )
         return render_template("message.html", title="Too large", message=message), 413
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from keyparty.i18n import gettext
+    from keyparty.storage import is_disk_full
+
+    @app.errorhandler(OSError)
+    @app.errorhandler(SQLAlchemyError)
+    def disk_full(error):
+        """A full or read-only disk is said plainly, never as a refused key."""
+        if not is_disk_full(error):
+            raise error
+        db.session.rollback()
+        app.logger.error("The instance folder cannot be written: %s", error)
+        message = gettext("The server's disk is full; nothing was stored. Tell the host.")
+        return render_template("message.html", title=gettext("Disk full"), message=message), 507
 
 
 def register_extensions(app: Flask) -> None:

@@ -32,6 +32,7 @@ from keyparty.network import public_base_url
 from keyparty.partylist import group_digest
 from keyparty.rules import STEPS
 from keyparty.storage import SchemaMismatch
+from keyparty.storage import is_disk_full
 
 
 def _event(event_id: str):
@@ -620,3 +621,9 @@ def main() -> None:
         cli.main(prog_name="keyparty")
     except SchemaMismatch as problem:
         raise SystemExit(f"Error: {problem}") from None
+    except Exception as problem:
+        if is_disk_full(problem):
+            raise SystemExit(
+                f"Error: the disk is full (or read-only); nothing was stored. ({problem})"
+            ) from None
+        raise

@@ -18,12 +18,20 @@ def instance_path_from_env(default: str) -> str:
     return os.path.abspath(os.environ.get("KEYPARTY_INSTANCE") or default)
 
 
+def make_instance_folder(path: Path) -> None:
+    """The instance folder, readable by this user only (it holds the database,
+    the secret key and every attendee's data)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+
+
 def load_secret_key(instance: Path) -> str:
-    """Read the instance's session key, creating it on first start."""
+    """Read the instance's session key, creating it (mode 0600 from the start) on first start."""
+    from keyparty.storage import create_private_file
+
     path = instance / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
+    create_private_file(path, secrets.token_hex(32).encode())
     return path.read_text().strip()
 
 

@@ -240,6 +240,32 @@ def purge(event: Event) -> dict[str, int]:
     homes = Path(current_app.instance_path) / "gnupg"
     for home in (homes / event.id, homes / f"{event.id}.published"):
         shutil.rmtree(home, ignore_errors=True)
-    (event_files(event) / "partylist.txt").unlink(missing_ok=True)
     deleted["gnupg homes"] = 2
+    # Every generated file but the kept exports: the party list, the outbox
+    # of delivery mails (addresses, names), anything else written here.
+    files = event_files(event)
+    removed = 0
+    for path in sorted(files.iterdir()):
+        if path.name == "final":
+            continue
+        removed += sum(1 for p in path.rglob("*") if p.is_file()) if path.is_dir() else 1
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    deleted["generated files"] = removed
+    forget_deleted_rows()
     return deleted
+
+
+def forget_deleted_rows() -> None:
+    """Make deleted rows unreadable from the files: SQLite keeps old pages in
+    its write-ahead log and free pages until they are reused. Checkpoint the
+    log into the database and truncate it, rewrite the database (VACUUM), and
+    truncate the log again. PostgreSQL: VACUUM FULL is the host's job."""
+    engine = db.engine
+    if engine.dialect.name != "sqlite":
+        return
+    db.session.remove()
+    with engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        raw.execute("VACUUM")
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")

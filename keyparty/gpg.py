@@ -9,6 +9,7 @@ Callers speak in domain words: import keys, list keys, export keys.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import resource
@@ -324,6 +325,19 @@ def parse_signature_listing(text: str) -> list[CertificationRecord]:
     return records
 
 
+def _raise_if_disk_full(stderr: str) -> None:
+    """gpg that could not write its keyring says so on stderr and may exit 0 or
+    report the key as not imported: that is the disk, not the key."""
+    for words, code in (
+        ("No space left on device", errno.ENOSPC),
+        ("Disk quota exceeded", errno.EDQUOT),
+        ("Read-only file system", errno.EROFS),
+        ("File too large", errno.EFBIG),
+    ):
+        if words in stderr:
+            raise OSError(code, f"gpg: {words}")
+
+
 def default_gnupg_home() -> Path:
     """GnuPG's own default, for a signer's `keyparty sign` on their machine."""
     return Path(os.environ.get("GNUPGHOME") or Path.home() / ".gnupg")
@@ -405,6 +419,7 @@ class GnuPGHome:
             timer.cancel()
         if process.returncode == -9:
             raise GnuPGError(f"gpg took longer than {self.timeout:.0f} s and was stopped")
+        _raise_if_disk_full(result.stderr)
         return result
 
     @contextmanager
