@@ -25,8 +25,7 @@ from pathlib import Path
 from flask import current_app
 from sqlalchemy import select
 
-from keyparty import openpgp
-from keyparty.events import event_home
+from keyparty.events import rebuild_home
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
 from keyparty.models import Certification
@@ -81,7 +80,8 @@ def _certification_id(c: Certification) -> CertificationId:
 
 
 def accepted_certifications(event: Event) -> list[Certification]:
-    """Every certification intake accepted at this event (the working home holds them)."""
+    """Every certification intake accepted at this event (the working home holds them;
+    events.rebuild_home reads the same)."""
     return db.session.scalars(
         select(Certification).where(
             Certification.event_id == event.id, Certification.status == "accepted"
@@ -160,25 +160,11 @@ def _describe(item) -> str:
     return f"on {target} {uid!r} by {issuer} made {when} UTC"
 
 
-def rebuild_working(event: Event) -> int:
-    """Make the working home again: every key and every accepted certification."""
-    home = event_home(event)
-    with home.staged() as stage:
-        for name in ("pubring.kbx", "trustdb.gpg"):
-            (stage.path / name).unlink(missing_ok=True)
-        pieces = [openpgp.dearmor(k.armored.encode()) for k in event.keys]
-        pieces += (openpgp.dearmor(c.armored.encode()) for c in accepted_certifications(event))
-        if pieces:
-            stage.import_keys(openpgp.group_by_key(pieces), options=None)
-        stage.commit()
-    return len(event.keys)
-
-
 def rebuild(event: Event) -> dict[str, int]:
     """Rebuild both homes of `event` from the database; returns what they now hold."""
     from keyparty.publishing import rebuild_published
 
-    rebuild_working(event)
+    rebuild_home(event)
     rebuild_published(event, published_home_without_rebuild(event))
     return {
         "keys": len(event.keys),

@@ -21,6 +21,7 @@ from sqlalchemy import func
 from sqlalchemy import select
 
 from keyparty import exports
+from keyparty import openpgp
 from keyparty import report
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
@@ -85,9 +86,15 @@ def get_event(event_id: str) -> Event:
 
 
 def event_home(event: Event) -> GnuPGHome:
-    """The event's GnuPG home: a working copy of the keys stored in the database."""
+    """The event's GnuPG home: a working copy of the keys stored in the database,
+    rebuilt from it when missing (a copied instance folder, another machine)."""
     path = Path(current_app.instance_path) / "gnupg" / event.id
-    return GnuPGHome(path, binary=current_app.config["GPG_BINARY"])
+    home = GnuPGHome(path, binary=current_app.config["GPG_BINARY"])
+    if not (path / "pubring.kbx").exists() and db.session.scalar(
+        select(func.count()).select_from(Key).where(Key.event_id == event.id)
+    ):
+        rebuild_home(event, home)
+    return home
 
 
 def event_files(event: Event) -> Path:
@@ -160,11 +167,30 @@ def counts(event: Event) -> dict[str, int]:
     }
 
 
-def rebuild_home(event: Event) -> int:
-    """Make both GnuPG homes of the event again from the database; returns the key count."""
-    from keyparty import consistency
+def rebuild_home(event: Event, home: GnuPGHome | None = None) -> int:
+    """Make the event's working GnuPG home again from the database: every key
+    and every certification intake accepted. Returns the key count.
 
-    return consistency.rebuild(event)["keys"]
+    (`consistency.rebuild` rebuilds the published home too.)
+    """
+    home = home or GnuPGHome(
+        Path(current_app.instance_path) / "gnupg" / event.id,
+        binary=current_app.config["GPG_BINARY"],
+    )
+    accepted = db.session.scalars(
+        select(Certification).where(
+            Certification.event_id == event.id, Certification.status == "accepted"
+        )
+    ).all()
+    with home.staged() as stage:
+        for name in ("pubring.kbx", "trustdb.gpg"):
+            (stage.path / name).unlink(missing_ok=True)
+        pieces = [openpgp.dearmor(key.armored.encode()) for key in event.keys]
+        pieces += (openpgp.dearmor(c.armored.encode()) for c in accepted)
+        if pieces:
+            stage.import_keys(openpgp.group_by_key(pieces), options=None)
+        stage.commit()
+    return len(event.keys)
 
 
 def configure(
