@@ -72,6 +72,7 @@ BODY_LIMITS = {
     "host.import_keys": 64 * MIB,
 }
 FORM_LIMIT = 16 * KIB
+BIG_BODY = 64 * KIB
 
 
 def register_request_limits(app: Flask) -> None:
@@ -80,12 +81,27 @@ def register_request_limits(app: Flask) -> None:
     parser chews. A body over the route's limit is refused with 413 from
     its Content-Length, before it is read (or as soon as a body without
     one passes the limit)."""
+    from flask import render_template
     from flask import request
+
+    from keyparty import ratelimit
+    from keyparty.i18n import gettext
+
+    def too_many(wait: int):
+        message = gettext("Too many requests. Wait {wait} s and try again.", wait=wait)
+        page = render_template("message.html", title=gettext("Slow down"), message=message)
+        return page, 429, {"Retry-After": str(wait)}
 
     def read_body_first():
         limit = BODY_LIMITS.get(request.endpoint or "", FORM_LIMIT)
         request.max_content_length = limit
         request.max_form_memory_size = limit
+        if (request.content_length or 0) > BIG_BODY:
+            # Large bodies cost reading and parsing: a few a minute per address,
+            # refused (429) before a byte of the body is read.
+            wait = ratelimit.hit(f"big-body:{request.remote_addr}", 20, 60)
+            if wait:
+                return too_many(wait)
         if request.method in ("POST", "PUT", "PATCH", "DELETE"):
             if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
                 request.form  # noqa: B018  (parses the body now, within the limit)

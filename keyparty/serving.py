@@ -19,11 +19,14 @@ What keyparty adds (KeypartyWorker):
 - a read and write timeout on every client socket (SO_RCVTIMEO/SO_SNDTIMEO,
   kept by the kernel across TLS wrapping and gunicorn's blocking reads): a
   client that stops sending or reading in the middle of a request frees its
-  thread after that many seconds.
+  thread after that many seconds;
+- a deadline (twice the read timeout) for the request line and headers, so a
+  client that sends a byte now and then cannot hold a thread either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import selectors
@@ -40,7 +43,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 # Defaults for `keyparty serve`, sized for a room of phones on 2 cores.
 THREADS = 32
-PER_ADDRESS = 16
+PER_ADDRESS = 8
 READ_TIMEOUT = 10.0
 KEEPALIVE = 15
 WORKER_CONNECTIONS = 4000
@@ -77,8 +80,12 @@ class KeypartyWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self.per_address = int(self.cfg.env.get("KEYPARTY_PER_ADDRESS", PER_ADDRESS))
         self.read_timeout = float(self.cfg.env.get("KEYPARTY_READ_TIMEOUT", READ_TIMEOUT))
+        # The request line and headers must arrive within this many seconds.
+        self.header_timeout = 2 * self.read_timeout
         self.open_by_address: Counter[str] = Counter()
         self._count_lock = threading.Lock()
+        # Connections whose thread is reading a request line and headers, since when.
+        self.reading: dict[TConn, float] = {}
 
     @staticmethod
     def address_of(client) -> str:
@@ -122,6 +129,31 @@ class KeypartyWorker(ThreadWorker):
         self.poller.register(
             conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn)
         )
+
+    def enqueue_req(self, conn) -> None:
+        self.reading[conn] = time.monotonic()
+        super().enqueue_req(conn)
+
+    def handle_request(self, req, conn):
+        # Headers read (in a worker thread): the deadline is met.
+        self.reading.pop(conn, None)
+        return super().handle_request(req, conn)
+
+    def finish_request(self, conn, fs) -> None:
+        self.reading.pop(conn, None)
+        super().finish_request(conn, fs)
+
+    def murder_pending(self) -> None:
+        """Also cut off clients that dribble their headers past the deadline
+        (a byte every few seconds beats any read timeout): shutting the
+        socket down wakes the thread blocked on it, which then closes it."""
+        super().murder_pending()
+        now = time.monotonic()
+        for conn, since in list(self.reading.items()):
+            if now - since > self.header_timeout:
+                self.reading.pop(conn, None)
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(conn.sock, socket.SHUT_RDWR)
 
 
 class _Server(BaseApplication):

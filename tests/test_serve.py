@@ -236,3 +236,27 @@ def test_several_worker_processes(instance):
     finally:
         output = stop(process)
     assert "2 process(es)" in output
+
+
+def test_a_client_that_dribbles_its_headers_is_cut_off(instance):
+    process, port = serve(instance, "--read-timeout", "1", "--threads", "1")
+    try:
+        fetch(f"http://127.0.0.1:{port}/")
+        slow = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.15", 0))
+        started = time.monotonic()
+        cut = False
+        # A byte every half second: each read succeeds, the whole never ends.
+        for byte in b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100:
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                cut = True
+                break
+            if is_closed_by_server(slow, 0.5):
+                cut = True
+                break
+        assert cut and time.monotonic() - started < 6, time.monotonic() - started
+        assert get_from("127.0.0.16", port)[0] == 200
+        slow.close()
+    finally:
+        stop(process)
