@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import click
@@ -400,8 +401,10 @@ def serve_command(
     db.session.commit()
     db.session.remove()
     db.engine.dispose()
+    # Over HTTPS the session cookie is marked Secure: never sent in clear.
+    make_app = partial(create_app, {"SESSION_COOKIE_SECURE": True}) if tls_cert else create_app
     serving.run(
-        create_app,
+        make_app,
         host,
         port,
         workers=workers,

@@ -151,7 +151,11 @@ def test_serve_over_https(instance, tmp_path):
         assert status == 200 and time.monotonic() - started < 2
         for s in idle:
             s.close()
-        status, headers, _ = fetch(f"https://127.0.0.1:{port}/lang/ja", context=context)
+        connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+        connection.request("GET", "/lang/ja")
+        cookie = connection.getresponse().getheader("Set-Cookie")
+        connection.close()
+        assert "Secure" in cookie and "HttpOnly" in cookie
     finally:
         output = stop(process)
     assert f"https://localhost:{port}/host/" in output
