@@ -416,7 +416,10 @@ def deliver(
         outbox.mkdir(parents=True, exist_ok=True)
         for certification, token, message in ready:
             path = outbox / f"{event.id}-{certification.id}.eml"
-            path.write_bytes(message.as_bytes(policy=policy.default))
+            # Whole or not at all: a crash never leaves half a mail to send.
+            partial = path.with_name(f".{path.name}.partial")
+            partial.write_bytes(message.as_bytes(policy=policy.default))
+            os.replace(partial, path)
             certification.delivery_token_sha256 = hash_token(token)
             certification.delivered_at = utcnow()
             db.session.commit()

@@ -110,7 +110,9 @@ def take_in(
     with home.staged() as stage:
         if accepted:
             stage.import_keys(openpgp.group_by_key([c.minimal for c in accepted]), options=None)
+        # Database first, home second (keyparty check repairs a crash between).
         db.session.commit()
+        stage.commit()
     return outcomes
 
 

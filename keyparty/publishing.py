@@ -46,6 +46,14 @@ def published_home(event: Event) -> GnuPGHome:
     return home
 
 
+def forget_published(event: Event) -> None:
+    """Drop the published keyring after the event's keys changed; the next
+    use rebuilds it from the database (with every key)."""
+    home = _published_path(event)
+    with home.locked():
+        (home.path / "pubring.kbx").unlink(missing_ok=True)
+
+
 def owner_accepted(event: Event) -> list[Certification]:
     return db.session.scalars(
         select(Certification).where(
@@ -61,6 +69,7 @@ def rebuild_published(event: Event, home: GnuPGHome | None = None) -> GnuPGHome:
     home = home or _published_path(event)
     with home.staged() as stage:
         _fill(stage, event)
+        stage.commit()
     return home
 
 
@@ -124,3 +133,4 @@ def follow_decision(certification: Certification, was: str | None, generation: i
             _fill(stage, event)
         else:
             homes.mark_built(stage, f"k{keys_generation}p{generation}")
+        stage.commit()

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from keyparty import homes
 from keyparty import keycheck
 from keyparty import openpgp
+from keyparty import publishing
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
 from keyparty.gpg import KeyRecord
@@ -151,8 +152,12 @@ def register_keys(
         current = homes.built_at(stage) == f"k{generation - 1}"
         homes.mark_built(stage, f"k{generation}" if current else None)
         # The database is the record: commit it before the staged keyring
-        # replaces the event home (a failed commit leaves the home as it was).
+        # replaces the event home (a failed commit leaves the home as it was;
+        # a crash between the two is repaired from the database at start).
         db.session.commit()
+        stage.commit()
+    # The published keyring holds every key: made again when next used.
+    publishing.forget_published(event)
     return result
 
 

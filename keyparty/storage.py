@@ -19,9 +19,12 @@ unique key inserted by a concurrent request are retried the same way.
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import random
 import time
+from pathlib import Path
 
 from flask import Flask
 from flask import has_request_context
@@ -53,12 +56,52 @@ class DatabaseBusy(RuntimeError):
     """The database stayed busy for RETRY_SECONDS; the request changed nothing."""
 
 
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM)
+# SQLite's own words for the same (it reports them as its error codes; a WAL
+# database on a read-only file system cannot even be opened).
+DISK_MESSAGES = (
+    "database or disk is full",
+    "readonly database",
+    "disk i/o error",
+    "unable to open database file",
+)
+DISK_FULL = "The server's disk is full; nothing was stored. Tell the host."
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """True when `error` says the instance cannot be written (disk full,
+    quota, read-only file system, file size limit), from Python or SQLite."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
+            return True
+        if any(m in str(error).lower() for m in DISK_MESSAGES):
+            return True
+        error = error.__cause__ or error.__context__ or getattr(error, "orig", None)
+    return False
+
+
+def create_private_file(path: Path, data: bytes = b"") -> None:
+    """Create `path` readable by this user only from the first moment (mode
+    0600 given to open(2), no chmod afterwards); nothing if it exists."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "wb") as stream:
+        stream.write(data)
+
+
 def init_app(app: Flask) -> None:
     """Tune the connection, then create, adopt or upgrade the schema
     (keyparty.migrations); what was done is kept for `keyparty serve` and
     `keyparty db upgrade` to say (app.extensions["keyparty.schema"])."""
     with app.app_context():
         engine = db.engine
+        if engine.dialect.name == "sqlite" and engine.url.database:
+            # SQLite makes its -wal and -shm files with the database's mode.
+            create_private_file(Path(engine.url.database))
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_connect)
             event.listen(engine, "begin", _sqlite_begin)
@@ -74,6 +117,8 @@ def _sqlite_connect(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # Deleted rows are overwritten, not left in free space (keyparty purge).
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
