@@ -127,7 +127,19 @@ def freeze(event: Event, now: datetime) -> None:
     write_party_list(event, event_files(event) / "partylist.txt")
 
 
+def _usage(capabilities: str) -> str:
+    """The primary key's own usage in the order gpg prints it, e.g. "SC" from "scESC"."""
+    own = {c.upper() for c in capabilities if c.islower()}
+    return "".join(c for c in "SCEA" if c in own)
+
+
 def party_list_entries(event: Event) -> list[ListEntry]:
+    """The list's entries; usage flags are read from the event's GnuPG home."""
+    fingerprints = [key.fingerprint for key in event.keys]
+    usage = {
+        record.fingerprint: _usage(record.capabilities)
+        for record in event_home(event).list_keys(fingerprints)
+    }
     return [
         ListEntry(
             number=key.list_number,
@@ -136,6 +148,7 @@ def party_list_entries(event: Event) -> list[ListEntry]:
             created=key.created.date(),
             expires=key.expires.date() if key.expires else None,
             user_ids=tuple(uid.text for uid in key.user_ids),
+            usage=usage.get(key.fingerprint, ""),
         )
         for key in event.keys
     ]
