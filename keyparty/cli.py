@@ -91,13 +91,25 @@ def event_list() -> None:
 @click.option("--pace-gap", type=int, help="P4: shortest gap between two people, seconds")
 @click.option("--pace-window", type=int, help="P4: the pace window, seconds")
 @click.option("--pace-max", type=int, help="P4: most people verified in one window")
+@click.option(
+    "--publish-list/--no-publish-list",
+    default=None,
+    help="Offer the frozen party list on the public event page /e/EVENT.",
+)
 @with_appcontext
-def event_set(event_id: str, contexts, pace_gap, pace_window, pace_max) -> None:
-    """Change an event's contexts (C1) and pace (P4)."""
+def event_set(event_id: str, contexts, pace_gap, pace_window, pace_max, publish_list) -> None:
+    """Change an event's contexts (C1), pace (P4) and whether its list is public."""
     event = _event(event_id)
     refusal = events.configure(event, contexts, pace_gap, pace_window, pace_max)
     if refusal:
         raise click.ClickException(str(refusal))
+    if publish_list is not None:
+        events.set_publish_list(event, publish_list)
+        click.echo(
+            f"{event.id}: the party list is published at {_base_url()}/e/{event.id} once frozen"
+            if publish_list
+            else f"{event.id}: the party list is not on the public event page"
+        )
     click.echo(
         f"{event.id}: contexts {event.contexts}; pace: {event.pace_min_gap_seconds} s apart, "
         f"at most {event.pace_max_in_window} in {event.pace_window_seconds} s"
@@ -178,6 +190,10 @@ def step_command(event_id: str, step: str) -> None:
     if step == "freeze":
         click.echo(f"Party list: {events.event_files(event) / 'partylist.txt'}")
         _print_digests(event)
+        click.echo(
+            f"Every attendee downloads it on their phone page; to mail it to each of them: "
+            f"keyparty mail-list {event.id}"
+        )
 
 
 @click.command("freeze")
@@ -384,6 +400,33 @@ def deliver_command(event_id: str, outbox) -> None:
     click.echo(delivery.describe(result))
 
 
+@click.command("mail-list")
+@click.argument("event_id", metavar="EVENT")
+@click.option("--again", is_flag=True, help="Mail attendees who were mailed the list already too.")
+@click.option(
+    "--outbox", type=click.Path(file_okay=False), help="Where .eml files go without SMTP."
+)
+@with_appcontext
+def mail_list_command(event_id: str, again: bool, outbox) -> None:
+    """Mail the frozen party list to every attendee, its digests in the body.
+
+    Each attendee is mailed once (--again mails everyone again). Without SMTP
+    configured the mails are written as .eml files. Exits non-zero when a mail
+    could not be sent.
+    """
+    event = _event(event_id)
+    folder = Path(outbox) if outbox else events.event_files(event) / "outbox"
+    try:
+        result = delivery.mail_party_list(
+            event, delivery.smtp_settings(current_app.config), folder, again=again
+        )
+    except delivery.DeliveryError as problem:
+        raise click.ClickException(str(problem)) from None
+    click.echo(result.summary)
+    if result.refused:
+        sys.exit(1)
+
+
 @click.command("purge")
 @click.argument("event_id", metavar="EVENT")
 @click.option("--yes", is_flag=True, help="Do not ask.")
@@ -449,6 +492,8 @@ def _sign(source, token, homedir, local_users, out, no_upload, digest, passphras
             raise signing.SigningError("That digest is not the party list's: nothing certified.")
     elif not click.confirm("Does it match the digest read aloud at the event?"):
         raise signing.SigningError("Digest not confirmed: nothing certified.")
+    listing = signing.write_party_list(bundle, out)
+    click.echo(f"Party list: {listing} (the same bytes: sha256sum prints the digest above)")
     home = GnuPGHome(homedir or default_gnupg_home(), create=False, agent=True)
     signers = signing.choose_signers(home, bundle, local_users)
     passphrase = None
@@ -495,6 +540,7 @@ commands = [
     export_command,
     report_command,
     deliver_command,
+    mail_list_command,
     purge_command,
     relink_command,
     init_command,

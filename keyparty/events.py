@@ -16,6 +16,7 @@ from datetime import date
 from datetime import datetime
 from pathlib import Path
 
+from flask import Response
 from flask import current_app
 from sqlalchemy import func
 from sqlalchemy import select
@@ -160,6 +161,34 @@ def write_party_list(event: Event, path: Path) -> Path:
         raise ValueError(f"The party list of {event.id} is not frozen yet: `keyparty freeze`.")
     path.write_bytes(event.partylist.encode("utf-8"))
     return path
+
+
+def party_list_name(event: Event) -> str:
+    """The file name every download of the list carries: partylist-EVENT.txt."""
+    return f"partylist-{event.id}.txt"
+
+
+def party_list_download(event: Event) -> Response:
+    """The frozen list as a download: exactly the frozen bytes, whoever asks
+    (host page, phone, public event page), so every copy has the read-aloud digest."""
+    if event.partylist is None:
+        raise ValueError(f"The party list of {event.id} is not frozen yet: `keyparty freeze`.")
+    return Response(
+        event.partylist.encode("utf-8"),
+        headers={
+            "Content-Type": "text/plain; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="{party_list_name(event)}"',
+            # A proxy or browser must not re-encode or compress what is hashed.
+            "Cache-Control": "no-transform",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+def set_publish_list(event: Event, publish: bool) -> None:
+    """Offer (or stop offering) the frozen list on the public event page."""
+    event.publish_list = publish
+    db.session.commit()
 
 
 def counts(event: Event) -> dict[str, int]:

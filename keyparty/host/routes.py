@@ -160,14 +160,44 @@ def partylist(event_id: str):
     event = _event_or_404(event_id)
     if event.partylist is None:
         abort(404)
-    return Response(
-        event.partylist.encode("utf-8"),
-        mimetype="text/plain",
-        headers={
-            "Content-Disposition": f'attachment; filename="partylist-{event.id}.txt"',
-            "Content-Type": "text/plain; charset=utf-8",
-        },
+    return events.party_list_download(event)
+
+
+@blueprint.route("/e/<event_id>/publish-list", methods=["POST"])
+def publish_list(event_id: str):
+    """Offer the frozen list on the public event page, or stop offering it."""
+    event = _event_or_404(event_id)
+    if not StepForm().validate_on_submit():
+        abort(400)
+    publish = request.form.get("publish") == "1"
+    events.set_publish_list(event, publish)
+    where = url_for("attendee.event_page", event_id=event.id)
+    flash(
+        f"The party list is published on {where} once frozen."
+        if publish
+        else "The party list is no longer on the public event page.",
+        "ok",
     )
+    return redirect(url_for("host.event", event_id=event.id))
+
+
+@blueprint.route("/e/<event_id>/mail-list", methods=["POST"])
+def mail_list(event_id: str):
+    """Mail the frozen list to every attendee not mailed yet (or write the outbox)."""
+    event = _event_or_404(event_id)
+    if not StepForm().validate_on_submit():
+        abort(400)
+    try:
+        result = delivery.mail_party_list(
+            event,
+            delivery.smtp_settings(current_app.config),
+            events.event_files(event) / "outbox",
+        )
+    except delivery.DeliveryError as problem:
+        flash(str(problem), "error")
+    else:
+        flash(result.summary, "error" if result.refused else "ok")
+    return redirect(url_for("host.event", event_id=event.id))
 
 
 @blueprint.route("/e/<event_id>/badges")
