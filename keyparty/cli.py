@@ -492,8 +492,6 @@ def _sign(source, token, homedir, local_users, out, no_upload, digest, passphras
             raise signing.SigningError("That digest is not the party list's: nothing certified.")
     elif not click.confirm("Does it match the digest read aloud at the event?"):
         raise signing.SigningError("Digest not confirmed: nothing certified.")
-    listing = signing.write_party_list(bundle, out)
-    click.echo(f"Party list: {listing} (the same bytes: sha256sum prints the digest above)")
     home = GnuPGHome(homedir or default_gnupg_home(), create=False, agent=True)
     signers = signing.choose_signers(home, bundle, local_users)
     passphrase = None
@@ -508,6 +506,8 @@ def _sign(source, token, homedir, local_users, out, no_upload, digest, passphras
         f"made {len(report.made)}, skipped {len(report.skipped)}, failed {len(report.failed)}; "
         f"{len(files)} files in {out}"
     )
+    listing = signing.write_party_list(bundle, out)
+    click.echo(f"Party list: {listing} (sha256sum prints the digest above)")
     for fingerprint, uid, context, why in report.failed:
         click.echo(f"failed   {fingerprint} {uid} [{context}]: {why}", err=True)
     if no_upload or not files:

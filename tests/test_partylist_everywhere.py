@@ -208,3 +208,27 @@ def test_the_command_line_publishes_and_mails_the_list(instance, tmp_path):
     assert "wrote 2 party list mail(s)" in again.stdout
     hidden = keyparty(instance, "event", "set", event_id, "--no-publish-list")
     assert "not on the public event page" in hidden.stdout
+
+
+def test_keyparty_sign_leaves_the_bundles_list_beside_its_files(
+    signing_event, alice_home, tmp_path
+):
+    from tests.test_signing import sign
+    from tests.test_signing import write_bundle
+
+    bundle = write_bundle(signing_event, "Alice", tmp_path / "bundle.json")
+    out = tmp_path / "out"
+    result = sign(
+        str(bundle),
+        "--homedir",
+        str(alice_home.path),
+        "--digest",
+        signing_event.partylist_sha256,
+        "--no-upload",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    listing = out / f"partylist-{signing_event.id}.txt"
+    assert f"Party list: {listing}" in result.stdout
+    assert sha256sum(listing) == signing_event.partylist_sha256
