@@ -15,6 +15,7 @@ from flask.cli import with_appcontext
 from keyparty import delivery
 from keyparty import events
 from keyparty import exports
+from keyparty import graphviz
 from keyparty import intake
 from keyparty import publishing
 from keyparty import registration
@@ -362,8 +363,11 @@ def export_command(event_id, keyring, binary, per_key, per_uid, wkd) -> None:
 @click.option(
     "--graph", type=click.Path(dir_okay=False), help="Write the certification graph (SVG)."
 )
+@click.option(
+    "--png", type=click.Path(dir_okay=False), help="Write the certification graph (PNG, to print)."
+)
 @with_appcontext
-def report_command(event_id: str, expiring_days: int, graph) -> None:
+def report_command(event_id: str, expiring_days: int, graph, png) -> None:
     """Event-wide totals (never per attendee, P5), the graph, what expires soon."""
     event = _event(event_id)
     for name, value in report.totals(event).items():
@@ -372,9 +376,20 @@ def report_command(event_id: str, expiring_days: int, graph) -> None:
         click.echo(f"{name}: {value}")
     soon = report.expiring(publishing.owner_accepted(event), expiring_days)
     click.echo(f"published certifications expiring within {expiring_days} days: {len(soon)}")
-    if graph:
-        Path(graph).write_text(report.graph_svg(event), encoding="utf-8")
-        click.echo(f"Wrote {graph}")
+    figures = report.graph_figures(report.certification_graph(event))
+    distance = figures["mean shortest distance in it"]
+    click.echo(f"largest strongly connected set: {figures['largest strongly connected set']} keys")
+    click.echo(
+        "mean shortest distance in it: " + (f"{distance:.2f}" if distance is not None else "-")
+    )
+    for path, fmt in ((graph, "svg"), (png, "png")):
+        if not path:
+            continue
+        try:
+            Path(path).write_bytes(report.draw_graph(event, fmt))
+        except graphviz.GraphvizError as problem:
+            raise click.ClickException(str(problem)) from None
+        click.echo(f"Wrote {path}")
 
 
 @click.command("deliver")

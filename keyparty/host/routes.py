@@ -24,6 +24,7 @@ from markupsafe import Markup
 from keyparty import delivery
 from keyparty import events
 from keyparty import exports
+from keyparty import graphviz
 from keyparty import publishing
 from keyparty import registration
 from keyparty import report
@@ -222,12 +223,35 @@ def keyring(event_id: str):
 @blueprint.route("/e/<event_id>/report")
 def report_page(event_id: str):
     event = _event_or_404(event_id)
+    try:
+        graph = Markup(report.inline_svg(report.draw_graph(event, "svg")))
+    except graphviz.GraphvizError as problem:
+        graph = None
+        flash(str(problem), "error")
     return render_template(
         "host/report.html",
         event=event,
         totals=report.totals(event),
-        graph=Markup(report.graph_svg(event)),
+        figures=report.graph_figures(report.certification_graph(event)),
+        graph=graph,
         expiring=len(report.expiring(publishing.owner_accepted(event), 60)),
+    )
+
+
+@blueprint.route("/e/<event_id>/report/graph.<fmt>")
+def report_graph(event_id: str, fmt: str):
+    """The graph as a file: SVG, or PNG for printing."""
+    event = _event_or_404(event_id)
+    if fmt not in graphviz.FORMATS:
+        abort(404)
+    try:
+        data = report.draw_graph(event, fmt)
+    except graphviz.GraphvizError as problem:
+        return Response(str(problem), status=503, mimetype="text/plain")
+    return Response(
+        data,
+        mimetype="image/svg+xml" if fmt == "svg" else "image/png",
+        headers={"Content-Disposition": f'attachment; filename="graph-{event.id}.{fmt}"'},
     )
 
 
