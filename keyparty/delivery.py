@@ -212,14 +212,19 @@ def _one_line(text: str, limit: int = 150) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _plain_address(address: str | None) -> bool:
+    """Whether `address` is one plain addr-spec that a To: header can carry as it is."""
+    try:
+        parsed = Address(addr_spec=address or "")
+    except (ValueError, IndexError, HeaderParseError):
+        return False
+    return parsed.addr_spec == address and not any(c.isspace() for c in address)
+
+
 def _recipient(certification: Certification) -> str:
     """The certified user ID's own address, checked to be one plain address."""
     address = (certification.user_id.email if certification.user_id else None) or ""
-    try:
-        parsed = Address(addr_spec=address)
-    except (ValueError, IndexError, HeaderParseError):
-        parsed = None
-    if parsed is None or parsed.addr_spec != address or any(c.isspace() for c in address):
+    if not _plain_address(address):
         raise DeliveryError(f"{_one_line(address)!r} is not an address mail can be sent to.")
     return address
 
@@ -282,6 +287,19 @@ keyparty, for {event_name}
 """
 
 
+def _addressed(sender: str, address: str, subject: str) -> EmailMessage:
+    """A new mail with From, To, Subject, Date and a Message-ID (pius #152:
+    servers reject mail without one) in the sender's domain."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = address
+    message["Subject"] = subject
+    message["Date"] = format_datetime(datetime.now(UTC))
+    sender_domain = (_envelope_address(sender) or DEFAULT_SENDER).rpartition("@")[2]
+    message["Message-ID"] = make_msgid(domain=sender_domain)
+    return message
+
+
 def compose(
     event: Event, certification: Certification, token: str, base_url: str, sender: str
 ) -> EmailMessage:
@@ -321,13 +339,7 @@ def compose(
     encrypted.set_param("name", "encrypted.asc")
     encrypted["Content-Description"] = "OpenPGP encrypted message"
 
-    sender_domain = (_envelope_address(sender) or DEFAULT_SENDER).rpartition("@")[2]
-    outer = EmailMessage()
-    outer["From"] = sender
-    outer["To"] = address
-    outer["Subject"] = f"Your key was certified at {_one_line(event.name, 120)}"
-    outer["Date"] = format_datetime(datetime.now(UTC))
-    outer["Message-ID"] = make_msgid(domain=sender_domain)
+    outer = _addressed(sender, address, f"Your key was certified at {_one_line(event.name, 120)}")
     outer["MIME-Version"] = "1.0"
     outer["Content-Type"] = 'multipart/encrypted; protocol="application/pgp-encrypted"'
     outer.set_payload([control, encrypted])
@@ -511,16 +523,7 @@ def _list_recipient(attendee: Attendee) -> str | None:
     """Where the list goes: the address the attendee registered with, else the
     first address among their user IDs; None if neither is a plain address."""
     candidates = [attendee.email] + [uid.email for key in attendee.keys for uid in key.user_ids]
-    for address in candidates:
-        if not address:
-            continue
-        try:
-            parsed = Address(addr_spec=address)
-        except (ValueError, IndexError, HeaderParseError):
-            continue
-        if parsed.addr_spec == address and not any(c.isspace() for c in address):
-            return address
-    return None
+    return next((address for address in candidates if _plain_address(address)), None)
 
 
 def _list_letter(event: Event, attendee: Attendee) -> str:
@@ -585,13 +588,9 @@ def party_list_mail(event: Event, attendee: Attendee, address: str, sender: str)
     re-encodes what is hashed)."""
     if event.partylist is None:
         raise DeliveryError(f"The party list of {event.id} is not frozen yet: `keyparty freeze`.")
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = address
-    message["Subject"] = f"Party list of {_one_line(event.name, 120)}: check it before the party"
-    message["Date"] = format_datetime(datetime.now(UTC))
-    sender_domain = (_envelope_address(sender) or DEFAULT_SENDER).rpartition("@")[2]
-    message["Message-ID"] = make_msgid(domain=sender_domain)
+    message = _addressed(
+        sender, address, f"Party list of {_one_line(event.name, 120)}: check it before the party"
+    )
     message.set_content(_list_letter(event, attendee))
     message.add_attachment(
         event.partylist.encode("utf-8"),
@@ -605,16 +604,10 @@ def party_list_mail(event: Event, attendee: Attendee, address: str, sender: str)
 
 
 @dataclass
-class ListMailReport:
-    """What mail_party_list() did: attendees mailed over SMTP (`sent`), .eml
-    files written (`written`), (address, reason) for each refused mail, and
-    how many attendees have no address to send to."""
-
-    sent: list[Attendee] = field(default_factory=list)
-    written: list[Path] = field(default_factory=list)
-    refused: list[tuple[str, str]] = field(default_factory=list)
-    skipped_no_address: int = 0
-    outbox: Path | None = None
+class ListMailReport(DeliveryReport):
+    """What mail_party_list() did: `sent` holds the attendees mailed over SMTP,
+    `written` the .eml files, `refused` (address, reason) for each mail that did
+    not go out, `skipped_no_address` the attendees with no address to send to."""
 
     @property
     def summary(self) -> str:

@@ -22,6 +22,7 @@ from tests.conftest import attendee_named
 from tests.conftest import phone_of
 from tests.test_cli import keyparty
 from tests.test_delivery import Collector
+from tests.test_delivery import email_event  # noqa: F401  (a fixture)
 from tests.test_delivery import plain
 from tests.test_delivery import smtp_server  # noqa: F401  (a fixture)
 
@@ -210,25 +211,7 @@ def test_the_command_line_publishes_and_mails_the_list(instance, tmp_path):
     assert "not on the public event page" in hidden.stdout
 
 
-def test_keyparty_sign_leaves_the_bundles_list_beside_its_files(
-    signing_event, alice_home, tmp_path
-):
-    from tests.test_signing import sign
-    from tests.test_signing import write_bundle
-
-    bundle = write_bundle(signing_event, "Alice", tmp_path / "bundle.json")
-    out = tmp_path / "out"
-    result = sign(
-        str(bundle),
-        "--homedir",
-        str(alice_home.path),
-        "--digest",
-        signing_event.partylist_sha256,
-        "--no-upload",
-        "--out",
-        str(out),
-    )
-    assert result.returncode == 0, result.stderr
-    listing = out / f"partylist-{signing_event.id}.txt"
-    assert f"Party list: {listing}" in result.stdout
-    assert sha256sum(listing) == signing_event.partylist_sha256
+def test_keyparty_sign_leaves_the_bundles_list_beside_its_files(email_event, tmp_path):  # noqa: F811
+    """email_event ran `keyparty sign BUNDLE --no-upload --out tmp_path/signed`."""
+    listing = tmp_path / "signed" / f"partylist-{email_event.id}.txt"
+    assert sha256sum(listing) == email_event.partylist_sha256
