@@ -55,7 +55,10 @@ def release_1_instance(instance: Path) -> None:
             with release.connect() as source:
                 rows = source.execute(sa.select(*[table.c[c] for c in columns])).mappings().all()
             if rows:
-                connection.execute(table.insert(), [dict(r) for r in rows])
+                # Only the release's columns: a newer model column's Python-side
+                # default would name a column the baseline does not have.
+                release_table = sa.table(name, *(sa.column(c) for c in columns))
+                connection.execute(release_table.insert(), [dict(r) for r in rows])
             if "id" in columns and name != "event":
                 connection.exec_driver_sql(
                     f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
