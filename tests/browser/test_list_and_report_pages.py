@@ -80,6 +80,7 @@ def test_list_and_report_pages_at_both_sizes_in_both_languages(
     party,  # noqa: F811
     browser,
     artifacts,
+    tmp_path,
 ):
     event_id, keys = party["event"], party["keys"]
     publish_and_certify(live_server, event_id, keys)
@@ -91,6 +92,16 @@ def test_list_and_report_pages_at_both_sizes_in_both_languages(
     page = joining.new_page()
     page.goto(f"/join/{party['tokens']['alice']}")
     state = joining.storage_state()
+    # What the browser saves from the phone page and from the public page is
+    # the frozen file: sha256sum prints the digest read aloud.
+    for where in ("/me", f"/e/{event_id}"):
+        page.goto(where)
+        with page.expect_download() as download:
+            page.get_by_role("link", name="Download the party list").click()
+        saved = tmp_path / f"download-{len(where)}.txt"
+        download.value.save_as(saved)
+        assert download.value.suggested_filename == f"partylist-{event_id}.txt"
+        assert hashlib.sha256(saved.read_bytes()).hexdigest() == digest, where
     joining.close()
 
     me = shoot(browser, live_server, artifacts, "/me", "me", state)
