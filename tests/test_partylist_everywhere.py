@@ -120,7 +120,12 @@ def test_the_public_page_has_the_list_only_when_the_host_publishes_it(app, clien
     # The host's toggle.
     host_page = client.get(f"/host/e/{event.id}").text
     assert "Publish the list on the event page" in host_page
-    client.post(f"/host/e/{event.id}/publish-list", data={"publish": "1"})
+    published = client.post(
+        f"/host/e/{event.id}/publish-list", data={"publish": "1"}, follow_redirects=True
+    )
+    public_url = f"http://keyparty.test:8000/e/{event.id}"
+    assert f"The party list is published on {public_url} once frozen." in published.text
+    assert f'<a href="{public_url}">{public_url}</a>' in published.text
     db.session.refresh(event)
     assert event.publish_list is True
     page = visitor.get(f"/e/{event.id}").text

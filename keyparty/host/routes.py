@@ -119,6 +119,7 @@ def event(event_id: str):
         sha256_groups=group_digest(event.partylist_sha256) if event.partylist_sha256 else [],
         sha512_groups=group_digest(event.partylist_sha512) if event.partylist_sha512 else [],
         registration_url=f"{public_base_url(request.host_url)}/e/{event.id}/register",
+        event_url=f"{public_base_url(request.host_url)}/e/{event.id}",
     )
 
 
@@ -172,7 +173,7 @@ def publish_list(event_id: str):
         abort(400)
     publish = request.form.get("publish") == "1"
     events.set_publish_list(event, publish)
-    where = url_for("attendee.event_page", event_id=event.id)
+    where = f"{public_base_url(request.host_url)}/e/{event.id}"
     flash(
         f"The party list is published on {where} once frozen."
         if publish
