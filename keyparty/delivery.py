@@ -559,9 +559,6 @@ If they differ, your copy is not the list everyone else has: do not use it.
 Your own entry is number {numbers or "-"}: check that it is correct. Bring
 the list (printed, or the file), and tick the boxes of each person you check.
 
-{SIGNATURE_SEPARATOR}
-keyparty, for {event_name}
-
 ------------------------------------------------------------------------
 
 {name} 様
@@ -579,6 +576,9 @@ keyparty, for {event_name}
 パーティーの始めに、主催者が同じダイジェストを読み上げます。一致しない場合、
 そのコピーは他の参加者と同じリストではありません。使わないでください。
 あなたのエントリーは {numbers or "-"} 番です。正しいことを確認してください。
+
+{SIGNATURE_SEPARATOR}
+keyparty, for {event_name}
 """
 
 

@@ -81,11 +81,13 @@ def test_every_copy_is_the_frozen_list_byte_for_byte(
     for where, data in copies.items():
         path = saved(tmp_path, f"{where.replace(' ', '-')}.txt", data)
         assert sha256sum(path) == event.partylist_sha256, where
-    body = mail.get_body(("plain",)).get_content()
+    body = mail.get_body(("plain",)).get_content().replace("\r\n", "\n")
     assert event.partylist_sha256 in body
     assert event.partylist_sha512[:64] in body and event.partylist_sha512[64:] in body
     assert f"sha256sum partylist-{event.id}.txt" in body
     assert "パーティーリストが確定しました" in body
+    # Mail programs hide what follows "-- ": both languages come before it.
+    assert body.index("パーティーリストが確定しました") < body.index("\n-- \n")
 
 
 def test_the_phone_page_offers_the_list_after_the_freeze(app, registered_event, frozen_event):
