@@ -12,9 +12,11 @@ from datetime import datetime
 
 from sqlalchemy import JSON
 from sqlalchemy import ForeignKey
+from sqlalchemy import Index
 from sqlalchemy import String
 from sqlalchemy import Text
 from sqlalchemy import UniqueConstraint
+from sqlalchemy import text
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
@@ -36,6 +38,10 @@ class Event(db.Model):
     state: Mapped[str] = mapped_column(String(20), default="registration")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     frozen_at: Mapped[datetime | None]
+    # D3: when the host took the `start-signing` step; the signing window
+    # starts here. Events that reached signing before this column existed
+    # have None: see intake.signing_window for their fallback.
+    signing_started_at: Mapped[datetime | None]
     # The exact party list file, as frozen; its digests are of these bytes.
     partylist: Mapped[str | None] = mapped_column(Text)
     partylist_sha256: Mapped[str | None] = mapped_column(String(64))
@@ -161,18 +167,44 @@ class RefusalRecord(db.Model):
 
 
 class Certification(db.Model):
-    """An uploaded certification and what intake decided about it.
+    """One judgement of an uploaded certification: what intake decided.
 
     Accepted ones hold the minimal key (primary key, the user ID, its
     self-signatures and this certification) that was merged into the event
-    keyring; refused ones keep the rule id and the reason.
+    keyring; refused ones keep the rule id and the reason. A refusal binds no
+    one else: the same signature uploaded again is judged again (a new row),
+    so only accepted rows are unique, per signature packet and per signer,
+    user ID and context.
     """
 
     __tablename__ = "certification"
-    __table_args__ = (UniqueConstraint("event_id", "signature_sha256"),)
+    __table_args__ = (
+        Index(
+            "uq_certification_accepted_signature",
+            "event_id",
+            "signature_sha256",
+            unique=True,
+            sqlite_where=text("status = 'accepted'"),
+            postgresql_where=text("status = 'accepted'"),
+        ),
+        Index(
+            "uq_certification_accepted_context",
+            "event_id",
+            "issuer_fingerprint",
+            "user_id_id",
+            "context",
+            unique=True,
+            sqlite_where=text("status = 'accepted'"),
+            postgresql_where=text("status = 'accepted'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[str] = mapped_column(ForeignKey("event.id", ondelete="CASCADE"), index=True)
+    # Who is told the outcome on their phone page: the uploader for online
+    # uploads (an upload by someone else changes nothing for the issuer), the
+    # issuing key's attendee for files given to `keyparty intake`. For
+    # accepted certifications both are the same person.
     signer_id: Mapped[int | None] = mapped_column(ForeignKey("attendee.id", ondelete="CASCADE"))
     key_id: Mapped[int | None] = mapped_column(ForeignKey("key.id", ondelete="CASCADE"))
     user_id_id: Mapped[int | None] = mapped_column(ForeignKey("user_id.id", ondelete="CASCADE"))
@@ -184,7 +216,7 @@ class Certification(db.Model):
     level: Mapped[int | None]
     created: Mapped[datetime | None]
     expires: Mapped[datetime | None]
-    # Identifies the signature packet: a replay changes nothing.
+    # Identifies the signature packet: a replay of an accepted one changes nothing.
     signature_sha256: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(20))
     rule: Mapped[str | None] = mapped_column(String(20))

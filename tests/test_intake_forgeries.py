@@ -212,7 +212,7 @@ def test_a_withdrawn_verification(signing_event, homes):
     bob_identity.withdrawn_at = bob_identity.recorded_at + timedelta(minutes=1)
     db.session.commit()
     data = certify(homes, signing_event, alice.keys[0].fingerprint)
-    assert_refused(signing_event, data, "T2", "did not verify")
+    assert_refused(signing_event, data, "P6", "You withdrew your verification")
 
 
 def test_a_local_certification(signing_event, homes):
@@ -242,7 +242,7 @@ def test_made_after_the_signing_window(signing_event, homes):
         fingerprint(signing_event, "Alice"),
         extra=["--faked-system-time", late.strftime("%Y%m%dT120000")],
     )
-    assert_refused(signing_event, data, "D3", "outside the signing window")
+    assert_refused(signing_event, data, "D3", "after the signing window closed")
 
 
 def test_a_certification_from_an_earlier_event(signing_event, homes):
@@ -252,9 +252,17 @@ def test_a_certification_from_an_earlier_event(signing_event, homes):
     assert_refused(signing_event, data, "D2", "earlier event never counts")
 
 
-def test_a_level_that_does_not_match_the_verification(signing_event, homes):
-    data = certify(homes, signing_event, fingerprint(signing_event, "Alice"), level=2)
-    assert_refused(signing_event, data, "C2", "level 2")
+def test_a_level_above_the_basis(signing_event, homes):
+    """Alice has known Carol for years (level 2): level 3 claims an ID check (C2)."""
+    data = certify(
+        homes,
+        signing_event,
+        fingerprint(signing_event, "Alice"),
+        uid="Carol Example <carol@example.org>",
+        target="Carol",
+        level=3,
+    )
+    assert_refused(signing_event, data, "C2", "level 3, more than your verification gives")
 
 
 def test_nothing_is_taken_before_signing_starts(signing_event, homes):

@@ -95,7 +95,7 @@ def test_offline_sign_then_intake_from_files(signing_event, alice_home, tmp_path
 
     # Replays change nothing.
     again = intake.take_in(signing_event, [(p.name, p.read_bytes()) for p in files])
-    assert [o.status for o in again] == ["duplicate"] * 4
+    assert [o.status for o in again] == ["already accepted"] * 4
     assert db.session.scalar(db.select(db.func.count()).select_from(Certification)) == 4
 
 

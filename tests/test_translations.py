@@ -52,7 +52,9 @@ ENGLISH_ONLY_TEMPLATES = ("badges.html",)
 
 # Refusals for the host, shown in English only. (check_key_change is not one:
 # its "frozen" refusals reach the registration page.)
-HOST_ONLY_CHECKS = frozenset({"check_step", "check_freeze", "check_pace_settings"})
+HOST_ONLY_CHECKS = frozenset(
+    {"check_step", "check_freeze", "check_pace_settings", "check_contexts_change"}
+)
 
 # The forms of the phone pages, whose labels the templates show as `_(field.label.text)`.
 ATTENDEE_FORMS = PACKAGE / "attendee" / "forms.py"
