@@ -7,8 +7,6 @@ from __future__ import annotations
 import subprocess
 from datetime import timedelta
 
-import pytest
-
 from keyparty import events
 from keyparty import intake
 from keyparty import openpgp
@@ -16,7 +14,6 @@ from keyparty import verification
 from keyparty.extensions import db
 from keyparty.models import Certification
 from keyparty.models import Verification
-from tests.conftest import FIXTURES
 from tests.conftest import attendee_named
 
 BOB_UID = "Bob Example <bob@example.org>"
@@ -82,17 +79,6 @@ def certify(
         capture_output=True,
     )
     return home.export_user_id(target_fpr, uid)
-
-
-@pytest.fixture
-def homes(signing_event, alice_home):
-    """Alice's machine, and a stranger's key (signer1) that is not registered."""
-    alice_home.import_keys(
-        b"".join(k.armored.encode() for k in signing_event.keys), options="self-sigs-only"
-    )
-    for name in ("carol", "signer1"):
-        alice_home.import_keys((FIXTURES / "attendees" / f"{name}.secret.asc").read_bytes(), None)
-    return alice_home
 
 
 def single(outcomes):
