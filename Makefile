@@ -38,12 +38,15 @@ system-run:
 
 # What `make test` needs on top: chromium, fonts-noto-cjk (with their
 # dependencies about 130 packages, 200 MB to download, 620 MB installed;
-# about half a minute).
+# about half a minute), and the other OpenPGP tools the interoperability
+# tests drive: Sequoia's sq and rnp (tests/test_interop.py).
 system-test: system-run
 	@missing=""; \
 	[ -x $(CHROMIUM) ] || missing="$$missing chromium"; \
 	[ -e $(CJK_FONT) ] || missing="$$missing fonts-noto-cjk"; \
-	$(call apt_install,keyparty's browser tests)
+	command -v sq >/dev/null 2>&1 || missing="$$missing sq"; \
+	command -v rnp >/dev/null 2>&1 || missing="$$missing rnp"; \
+	$(call apt_install,keyparty's browser and interoperability tests)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
