@@ -4,6 +4,7 @@ real gpg, timing cases with --faked-system-time."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC
 from datetime import date
 from datetime import datetime
@@ -145,6 +146,9 @@ def test_contexts_are_fixed_at_the_freeze_on_the_command_line(runner, frozen_eve
 
 
 def test_contexts_are_fixed_at_the_freeze_on_the_host_page(client, frozen_event):
+    page = client.get(f"/host/e/{frozen_event.id}").text
+    assert "C1: the contexts are fixed since the freeze" in page
+    assert re.search(r'<input[^>]*id="contexts"[^>]*readonly', page)
     data = {"contexts": "identity,email", "pace_gap": "20", "pace_window": "300", "pace_max": "10"}
     page = client.post(f"/host/e/{frozen_event.id}/settings", data=data, follow_redirects=True)
     assert "C1: The contexts are fixed since the party list was frozen" in page.text
