@@ -124,8 +124,12 @@ def take_in(
     fresh: list[tuple[int, _Candidate]] = []
     repeats: list[tuple[int, _Candidate, int]] = []  # the same packet twice in one batch
     first_of: dict[str, int] = {}
+    # Only its own signer hears "already accepted"; anyone else's copy is judged
+    # (and refused, T2) without learning whether it was accepted (P5).
+    own = {k.fingerprint for k in uploader.keys} if uploader else None
     for index, candidate in candidates:
-        if candidate.digest in accepted_digests:
+        mine = own is None or candidate.signature.issuer_fingerprint in own
+        if mine and candidate.digest in accepted_digests:
             outcomes[index] = candidate.outcome(ALREADY_ACCEPTED)
         elif candidate.digest in first_of:
             repeats.append((index, candidate, first_of[candidate.digest]))

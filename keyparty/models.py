@@ -166,6 +166,14 @@ class RefusalRecord(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+def _unique_when_accepted(name: str, *columns: str) -> Index:
+    """Unique among an event's accepted certifications only (a partial index)."""
+    accepted = text("status = 'accepted'")
+    return Index(
+        name, "event_id", *columns, unique=True, sqlite_where=accepted, postgresql_where=accepted
+    )
+
+
 class Certification(db.Model):
     """One judgement of an uploaded certification: what intake decided.
 
@@ -179,23 +187,9 @@ class Certification(db.Model):
 
     __tablename__ = "certification"
     __table_args__ = (
-        Index(
-            "uq_certification_accepted_signature",
-            "event_id",
-            "signature_sha256",
-            unique=True,
-            sqlite_where=text("status = 'accepted'"),
-            postgresql_where=text("status = 'accepted'"),
-        ),
-        Index(
-            "uq_certification_accepted_context",
-            "event_id",
-            "issuer_fingerprint",
-            "user_id_id",
-            "context",
-            unique=True,
-            sqlite_where=text("status = 'accepted'"),
-            postgresql_where=text("status = 'accepted'"),
+        _unique_when_accepted("uq_certification_accepted_signature", "signature_sha256"),
+        _unique_when_accepted(
+            "uq_certification_accepted_context", "issuer_fingerprint", "user_id_id", "context"
         ),
     )
 

@@ -126,14 +126,14 @@ def test_another_attendees_certification_uploaded_by_alice(signing_event, homes)
     assert_refused(signing_event, data, "T2", "another attendee's key", uploader=alice)
 
 
-def test_a_trust_signature(signing_event, homes):
-    alice = fingerprint(signing_event, "Alice")
-    answers = "1\ntsign\n2\n1\n\ny\nsave\n"
+def tsign(home, event, answers: str) -> bytes:
+    """Alice makes a trust signature on Bob's first user ID with gpg's --edit-key
+    `tsign`, answering its questions (trust level, depth, domain) with `answers`."""
     subprocess.run(
         [
-            *gpg_as_signer(homes),
+            *gpg_as_signer(home),
             "--local-user",
-            alice,
+            fingerprint(event, "Alice"),
             "--default-cert-level",
             "3",
             "--default-cert-expire",
@@ -141,19 +141,24 @@ def test_a_trust_signature(signing_event, homes):
             "--cert-notation",
             "context@keyparty.org=identity",
             "--cert-notation",
-            f"event@keyparty.org={signing_event.id}",
+            f"event@keyparty.org={event.id}",
             "--command-fd",
             "0",
             "--status-fd",
             "2",
             "--edit-key",
-            fingerprint(signing_event, "Bob"),
+            fingerprint(event, "Bob"),
         ],
-        input=answers.encode(),
+        input=f"1\ntsign\n{answers}\ny\nsave\n".encode(),
         check=True,
         capture_output=True,
     )
-    data = homes.export_user_id(fingerprint(signing_event, "Bob"), BOB_UID)
+    return home.export_user_id(fingerprint(event, "Bob"), BOB_UID)
+
+
+def test_a_trust_signature(signing_event, homes):
+    # Full trust, depth 1, no domain.
+    data = tsign(homes, signing_event, "2\n1\n")
     assert_refused(signing_event, data, "T1", "trust signature")
 
 

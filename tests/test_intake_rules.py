@@ -28,6 +28,7 @@ from tests.intake_doors import Door
 from tests.test_intake_forgeries import BOB_UID
 from tests.test_intake_forgeries import certify
 from tests.test_intake_forgeries import fingerprint
+from tests.test_intake_forgeries import tsign
 
 CAROL_UID = "Carol Example <carol@example.org>"
 
@@ -219,33 +220,8 @@ def test_the_cap_allows_one_extra_day(door, signing_event, homes):
 
 
 def test_a_depth_1_trust_signature_is_t1(door, signing_event, homes):
-    import subprocess
-
-    from tests.test_intake_forgeries import gpg_as_signer
-
-    alice = fingerprint(signing_event, "Alice")
-    subprocess.run(
-        [
-            *gpg_as_signer(homes),
-            "--local-user",
-            alice,
-            "--default-cert-expire",
-            "365d",
-            "--cert-notation",
-            "context@keyparty.org=identity",
-            "--cert-notation",
-            f"event@keyparty.org={signing_event.id}",
-            "--command-fd",
-            "0",
-            "--edit-key",
-            fingerprint(signing_event, "Bob"),
-        ],
-        # Trust level 1 (marginal), depth 1, domain restricted: a regular expression too.
-        input=b"1\ntsign\n1\n1\nexample.org\ny\nsave\n",
-        check=True,
-        capture_output=True,
-    )
-    data = homes.export_user_id(fingerprint(signing_event, "Bob"), BOB_UID)
+    # Marginal trust, depth 1, restricted to a domain: a regular expression too.
+    data = tsign(homes, signing_event, "1\n1\nexample.org")
     assert_refused(door, signing_event, data, "T1", "This is a trust signature")
 
 
@@ -307,6 +283,9 @@ def test_someone_elses_upload_changes_nothing_for_the_issuer(
     assert_accepted(door, data)
     page = phone_of(app, alice).get("/me").text
     assert "Accepted" in page and "T2" not in page
+    # Carol's copy after Alice's is judged, not answered "already accepted" (P5).
+    again = carol_api(data, sender="Carol")
+    assert (again.status, again.rule) == ("refused", "T2")
     # Carol is told about her own upload.
     assert "another attendee&#39;s key" in phone_of(
         app, attendee_named(signing_event, "Carol")
