@@ -88,7 +88,10 @@ def event_list() -> None:
 
 @event_group.command("set")
 @click.argument("event_id", metavar="EVENT")
-@click.option("--contexts", help="C1: comma-separated contexts, e.g. identity,email,pseudonym")
+@click.option(
+    "--contexts",
+    help="C1: comma-separated contexts, e.g. identity,email,pseudonym (fixed at the freeze)",
+)
 @click.option("--pace-gap", type=int, help="P4: shortest gap between two people, seconds")
 @click.option("--pace-window", type=int, help="P4: the pace window, seconds")
 @click.option("--pace-max", type=int, help="P4: most people verified in one window")

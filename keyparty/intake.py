@@ -19,6 +19,7 @@ from datetime import time
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from keyparty import openpgp
 from keyparty import rules
@@ -118,6 +119,19 @@ def take_in(
     accepted before (the same packet, or another by the same signer for the
     same user ID and context) is "already accepted" and changes nothing.
     """
+    try:
+        return _take_in(event, uploads, uploader)
+    except IntegrityError:
+        # Another process accepted the same certification between our look at
+        # what was accepted and our commit (the partial unique indexes said
+        # so): judge again, now seeing it. Nothing of the first try was kept.
+        db.session.rollback()
+        return _take_in(event, uploads, uploader)
+
+
+def _take_in(
+    event: Event, uploads: list[tuple[str, bytes]], uploader: Attendee | None
+) -> list[Outcome]:
     outcomes: dict[int, Outcome] = {}
     candidates = _read_uploads(event, uploads, outcomes)
     accepted_digests, accepted_contexts = _accepted(event)

@@ -262,8 +262,11 @@ def test_refused_for_its_timing_it_is_judged_again_when_it_comes_back(door, sign
     signing_event.state = "signing"
     db.session.commit()
     assert_accepted(door, data)
-    # Both judgements are kept (the refusal counts in the report), one accepted.
+    # Both judgements are kept (the refusal counts in the report), one accepted;
+    # Alice's page shows the last one.
     assert [r.status for r in rows(signing_event)] == ["refused", "accepted"]
+    page = phone_of(door.app, attendee_named(signing_event, "Alice")).get("/me").text
+    assert "Accepted" in page and "lifecycle" not in page
 
 
 def test_someone_elses_upload_changes_nothing_for_the_issuer(
@@ -340,3 +343,23 @@ def test_a_second_certification_of_the_same_user_id_and_context(
     bob = attendee_named(signing_event, "Bob")
     page = phone_of(app, bob).get("/me/received").text
     assert page.count("Alice Example") == 1
+
+
+def test_an_acceptance_by_another_process_meanwhile_is_seen(signing_event, homes, monkeypatch):
+    """Another server process accepts the same certification between intake's
+    look at what was accepted and its commit: the database's partial unique
+    index stops a second acceptance, and intake judges again."""
+    data = alice_certifies(signing_event, homes)
+    (first,) = intake.take_in(signing_event, [("first", data)])
+    assert first.status == "accepted"
+    looks = []
+    real = intake._accepted
+
+    def stale_then_real(event):
+        looks.append(event.id)
+        return (set(), set()) if len(looks) == 1 else real(event)
+
+    monkeypatch.setattr(intake, "_accepted", stale_then_real)
+    (again,) = intake.take_in(signing_event, [("again", data)])
+    assert again.status == "already accepted" and len(looks) == 2
+    assert [r.status for r in rows(signing_event)] == ["accepted"]
