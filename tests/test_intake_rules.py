@@ -363,3 +363,19 @@ def test_an_acceptance_by_another_process_meanwhile_is_seen(signing_event, homes
     (again,) = intake.take_in(signing_event, [("again", data)])
     assert again.status == "already accepted" and len(looks) == 2
     assert [r.status for r in rows(signing_event)] == ["accepted"]
+
+
+def test_keyparty_intake_tallies_each_outcome(runner, signing_event, homes, tmp_path):
+    good = tmp_path / "good.asc"
+    good.write_bytes(alice_certifies(signing_event, homes))
+    copy = tmp_path / "copy.asc"
+    copy.write_bytes(good.read_bytes())
+    bad = tmp_path / "bad.asc"
+    bad.write_bytes(alice_certifies(signing_event, homes, uid=CAROL_UID, target="Carol", level=1))
+    result = runner.invoke(args=["intake", signing_event.id, str(good), str(copy), str(bad)])
+    assert result.exit_code == 1
+    assert "accepted  good.asc" in result.output
+    assert "already accepted copy.asc" in result.output and "nothing changed" in result.output
+    assert "refused   bad.asc" in result.output and ": C2: " in result.output
+    assert "1 accepted, 1 refused, 1 already accepted" in result.output
+    assert "duplicate" not in result.output
