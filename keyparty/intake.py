@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import replace
 from datetime import UTC
@@ -20,6 +21,8 @@ from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import selectinload
 
 from keyparty import openpgp
 from keyparty import rules
@@ -134,7 +137,7 @@ def _take_in(
 ) -> list[Outcome]:
     outcomes: dict[int, Outcome] = {}
     candidates = _read_uploads(event, uploads, outcomes)
-    accepted_digests, accepted_contexts = _accepted(event)
+    accepted_digests, accepted_contexts = _accepted(event, candidates)
     fresh: list[tuple[int, _Candidate]] = []
     repeats: list[tuple[int, _Candidate, int]] = []  # the same packet twice in one batch
     first_of: dict[str, int] = {}
@@ -150,10 +153,13 @@ def _take_in(
         else:
             first_of[candidate.digest] = index
             fresh.append((index, candidate))
-    keys = {key.fingerprint: key for key in event.keys}
+    keys = _keys_involved(event, [c for _, c in fresh])
+    verified = _verifications(event, keys.values())
     home = event_home(event)
+    # gpg's check below takes a while: hold no transaction (SQLite snapshot,
+    # PostgreSQL locks) through it. What was read stays usable.
+    db.session.commit()
     checked = _check_signatures(home, [c for _, c in fresh], keys) if fresh else {}
-    verified = _verifications(event)
     accepted = []
     for index, candidate in fresh:
         outcome = _judge(event, candidate, keys, uploader, checked, verified)
@@ -176,26 +182,58 @@ def _take_in(
             if earlier.status == "accepted"
             else replace(earlier, source=candidate.source, certification=None)
         )
+    # Write now (an acceptance elsewhere meanwhile shows here as a conflict:
+    # take_in judges again), then merge into the home and commit.
+    db.session.flush()
     if accepted:
         with home.staged() as stage:
             stage.import_keys(openpgp.group_by_key([c.minimal for c in accepted]), options=None)
+            # Database first, home second (keyparty check repairs a crash between).
             db.session.commit()
+            stage.commit()
     else:
         db.session.commit()
     return [outcomes[i] for i in sorted(outcomes)]
 
 
-def _accepted(event: Event) -> tuple[set[str], set[tuple]]:
-    """What intake accepted before: signature digests, and (issuer, user ID, context)."""
-    rows = db.session.execute(
+def _accepted(
+    event: Event, candidates: list[tuple[int, _Candidate]]
+) -> tuple[set[str], set[tuple]]:
+    """What intake accepted before, among what these uploads could repeat:
+    signature digests, and (issuer, user ID, context) slots of their issuers."""
+    digests = {c.digest for _, c in candidates}
+    issuers = {c.signature.issuer_fingerprint for _, c in candidates} - {None}
+    if not digests:
+        return set(), set()
+    accepted = (Certification.event_id == event.id, Certification.status == "accepted")
+    seen = set(
+        db.session.scalars(
+            select(Certification.signature_sha256).where(
+                *accepted, Certification.signature_sha256.in_(digests)
+            )
+        )
+    )
+    slots = db.session.execute(
         select(
-            Certification.signature_sha256,
-            Certification.issuer_fingerprint,
-            Certification.user_id_id,
-            Certification.context,
-        ).where(Certification.event_id == event.id, Certification.status == "accepted")
+            Certification.issuer_fingerprint, Certification.user_id_id, Certification.context
+        ).where(*accepted, Certification.issuer_fingerprint.in_(issuers))
     ).all()
-    return {r[0] for r in rows}, {(r[1], r[2], r[3]) for r in rows}
+    return seen, {tuple(slot) for slot in slots}
+
+
+def _keys_involved(event: Event, candidates: list[_Candidate]) -> dict[str, Key]:
+    """The event's keys that the uploads name (targets and issuers), by
+    fingerprint, with their user IDs and attendees: not the whole event."""
+    wanted = {c.block.fingerprint for c in candidates} | {
+        c.signature.issuer_fingerprint for c in candidates
+    }
+    wanted.discard(None)
+    found = db.session.scalars(
+        select(Key)
+        .where(Key.event_id == event.id, Key.fingerprint.in_(wanted))
+        .options(selectinload(Key.user_ids), joinedload(Key.attendee))
+    ).unique()
+    return {key.fingerprint: key for key in found}
 
 
 def _signature_id(key: str | None, user_id: str, issuer: str | None, created) -> tuple:
@@ -397,10 +435,22 @@ def _notation(signature: openpgp.Signature, name: str) -> str | None:
     return value.decode("utf-8", "replace") if value is not None else None
 
 
-def _verifications(event: Event) -> dict[tuple[int, int, str], Verification]:
-    """What a certification could rest on (T2), by (signer, user ID, context): the
+def _verifications(event: Event, keys: Iterable[Key]) -> dict[tuple[int, int, str], Verification]:
+    """What a certification among these keys could rest on (T2), by (signer,
+    user ID, context), of the keys' owners and the keys' user IDs: the
     unwithdrawn verification where there is one, else a withdrawn one (P6)."""
-    found = db.session.scalars(select(Verification).where(Verification.event_id == event.id))
+    keys = list(keys)
+    signers = {key.attendee_id for key in keys}
+    user_ids = {uid.id for key in keys for uid in key.user_ids}
+    if not signers or not user_ids:
+        return {}
+    found = db.session.scalars(
+        select(Verification).where(
+            Verification.event_id == event.id,
+            Verification.signer_id.in_(signers),
+            Verification.user_id_id.in_(user_ids),
+        )
+    )
     chosen: dict[tuple[int, int, str], Verification] = {}
     for v in found:
         slot = (v.signer_id, v.user_id_id, v.context)

@@ -355,9 +355,9 @@ def test_an_acceptance_by_another_process_meanwhile_is_seen(signing_event, homes
     looks = []
     real = intake._accepted
 
-    def stale_then_real(event):
+    def stale_then_real(event, candidates):
         looks.append(event.id)
-        return (set(), set()) if len(looks) == 1 else real(event)
+        return (set(), set()) if len(looks) == 1 else real(event, candidates)
 
     monkeypatch.setattr(intake, "_accepted", stale_then_real)
     (again,) = intake.take_in(signing_event, [("again", data)])
