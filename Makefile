@@ -41,14 +41,18 @@ system-run:
 
 # What `make test` needs on top: chromium, fonts-noto-cjk (with their
 # dependencies about 130 packages, 200 MB to download, 620 MB installed;
-# about half a minute), and PostgreSQL's server for the second run
-# (tests/pg.sh starts a throw-away cluster; the system's own is not used).
+# about half a minute), PostgreSQL's server for the second run
+# (tests/pg.sh starts a throw-away cluster; the system's own is not used),
+# and the other OpenPGP tools the interoperability tests drive: Sequoia's sq
+# and rnp (tests/test_interop.py).
 system-test: system-run
 	@missing=""; \
 	[ -x $(CHROMIUM) ] || missing="$$missing chromium"; \
 	[ -e $(CJK_FONT) ] || missing="$$missing fonts-noto-cjk"; \
 	command -v caff >/dev/null 2>&1 || missing="$$missing signing-party"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v sq >/dev/null 2>&1 || missing="$$missing sq"; \
+	command -v rnp >/dev/null 2>&1 || missing="$$missing rnp"; \
 	$(call apt_install,keyparty's tests)
 
 $(STAMP): pyproject.toml

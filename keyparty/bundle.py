@@ -8,8 +8,6 @@ nothing about anyone else's verifications (T2, P5).
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from keyparty.intake import notation_names
 from keyparty.intake import signing_window
 from keyparty.models import Attendee
@@ -39,7 +37,7 @@ def bundle_for(signer: Attendee, base_url: str) -> dict:
             "context_notation": context_name,
             "event_notation": event_name,
             "cert_expiry_days": event.cert_expiry_days,
-            "signing_window_ends": (window_end - timedelta(seconds=1)).isoformat(),
+            "signing_window_ends": window_end.isoformat(),
         },
         "party_list": event.partylist,
         "party_list_sha256": event.partylist_sha256,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -94,7 +95,10 @@ def event_list() -> None:
 
 @event_group.command("set")
 @click.argument("event_id", metavar="EVENT")
-@click.option("--contexts", help="C1: comma-separated contexts, e.g. identity,email,pseudonym")
+@click.option(
+    "--contexts",
+    help="C1: comma-separated contexts, e.g. identity,email,pseudonym (fixed at the freeze)",
+)
 @click.option("--pace-gap", type=int, help="P4: shortest gap between two people, seconds")
 @click.option("--pace-window", type=int, help="P4: the pace window, seconds")
 @click.option("--pace-max", type=int, help="P4: most people verified in one window")
@@ -449,13 +453,16 @@ def intake_command(event_id: str, files: tuple[str, ...]) -> None:
         what = f"{o.target or '?'} {o.user_id or ''} [{o.context or '-'}] by {o.issuer or '?'}"
         if o.status == "refused":
             click.echo(f"refused   {o.source}: {what}: {o.rule}: {o.message}", err=True)
+        elif o.status == intake.ALREADY_ACCEPTED:
+            click.echo(f"{o.status} {o.source}: {what}: nothing changed")
         else:
             click.echo(f"{o.status:9} {o.source}: {what}")
-    refused = sum(o.status == "refused" for o in outcomes)
-    accepted = sum(o.status == "accepted" for o in outcomes)
+    tally = Counter(o.status for o in outcomes)
     click.echo(
-        f"{accepted} accepted, {refused} refused, {len(outcomes) - accepted - refused} duplicate"
+        f"{tally['accepted']} accepted, {tally['refused']} refused, "
+        f"{tally[intake.ALREADY_ACCEPTED]} already accepted"
     )
+    refused = tally["refused"]
     if refused:
         sys.exit(1)
 
@@ -631,6 +638,7 @@ def _sign(source, token, homedir, local_users, out, no_upload, digest, passphras
     signing.check_bundle(bundle)
     event = bundle["event"]
     click.echo(f"{event['name']} ({event['id']}): {len(bundle['verifications'])} verifications.")
+    click.echo(f"Signing window (D3): until {signing.window_end_text(bundle)}.")
     sums = signing.party_list_digests(bundle)
     click.echo("Party list SHA256: " + " ".join(group_digest(sums["SHA256"])))
     if digest is not None:
@@ -666,10 +674,13 @@ def _sign(source, token, homedir, local_users, out, no_upload, digest, passphras
     outcomes = signing.upload(bundle, token, files)
     for o in outcomes:
         line = f"{o['status']:9} {o.get('fingerprint') or ''} {o.get('user_id') or ''} [{o.get('context') or '-'}]"
-        if o["status"] not in ("accepted", "duplicate"):
+        if o["status"] == intake.ALREADY_ACCEPTED:
+            line += ": nothing changed"
+        elif o["status"] != "accepted":
             line += f": {o.get('rule') or ''} {o.get('message')}"
         click.echo(line)
-    if report.failed or any(o["status"] not in ("accepted", "duplicate") for o in outcomes):
+    done = ("accepted", intake.ALREADY_ACCEPTED)
+    if report.failed or any(o["status"] not in done for o in outcomes):
         sys.exit(1)
 
 

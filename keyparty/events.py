@@ -40,6 +40,7 @@ from keyparty.registration import normalize_fingerprint
 from keyparty.rules import STEPS
 from keyparty.rules import Pace
 from keyparty.rules import Refusal
+from keyparty.rules import check_contexts_change
 from keyparty.rules import check_freeze
 from keyparty.rules import check_pace_settings
 from keyparty.rules import check_step
@@ -115,6 +116,11 @@ def take_step(event: Event, step: str, now: datetime | None = None) -> Refusal |
         return refusal
     if step == "freeze":
         freeze(event, now or datetime.now(UTC))
+    if step == "start-signing":
+        # D3: the signing window starts now, not at the event's date; in whole
+        # seconds, as OpenPGP signature times are.
+        started = (now or datetime.now(UTC)).replace(microsecond=0, tzinfo=None)
+        event.signing_started_at = started
     event.state = STEPS[step][1]
     db.session.commit()
     return None
@@ -248,13 +254,19 @@ def configure(
     pace_window: int | None = None,
     pace_max: int | None = None,
 ) -> Refusal | None:
-    """Set the event's contexts (C1) and pace (P4); nothing changes if refused."""
+    """Set the event's contexts (C1) and pace (P4); nothing changes if refused.
+
+    Contexts are fixed at the freeze (C1): a different list after it is refused.
+    """
     names = [c.strip() for c in (contexts or event.contexts).split(",") if c.strip()]
     if not names or any(not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", c) for c in names):
         return Refusal(
             "C1",
             "Contexts are short lower-case names separated by commas, e.g. identity,email.",
         )
+    refusal = check_contexts_change(event.state, event.contexts.split(","), names)
+    if refusal:
+        return refusal
     pace = Pace(
         pace_gap if pace_gap is not None else event.pace_min_gap_seconds,
         pace_window if pace_window is not None else event.pace_window_seconds,

@@ -13,12 +13,14 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC
 from datetime import datetime
 from datetime import time
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm import selectinload
 
@@ -34,15 +36,15 @@ from keyparty.models import Verification
 from keyparty.rules import Refusal
 from keyparty.verification import refuse
 
-CERTIFICATION_TYPES = (0x10, 0x11, 0x12, 0x13)
+ALREADY_ACCEPTED = "already accepted"
 
 
 @dataclass
 class Outcome:
-    """What happened to one uploaded certification."""
+    """What happened to one upload (one certification, P2)."""
 
     source: str
-    status: str  # "accepted", "refused" or "duplicate"
+    status: str  # "accepted", "refused" or "already accepted"
     target: str | None = None
     user_id: str | None = None
     issuer: str | None = None
@@ -53,7 +55,14 @@ class Outcome:
 
     @property
     def message(self) -> str:
-        return self.refusal.message if self.refusal else self.status
+        if self.refusal:
+            return self.refusal.message
+        if self.status == ALREADY_ACCEPTED:
+            return (
+                "Already accepted: this signer's certification of this user ID in this "
+                "context was taken in before; nothing changed."
+            )
+        return self.status
 
 
 @dataclass
@@ -68,12 +77,31 @@ class _Candidate:
     def minimal(self) -> bytes:
         return openpgp.minimal_key(self.block, self.user_id, [self.signature])
 
+    def outcome(self, status: str) -> Outcome:
+        return Outcome(
+            self.source,
+            status,
+            target=self.block.fingerprint,
+            user_id=_text(self.user_id),
+            issuer=self.signature.issuer_fingerprint,
+        )
+
 
 def signing_window(event: Event) -> tuple[datetime, datetime]:
-    """D3: from the day of the event to `signing_window_days` after it."""
-    day = event.date or (event.frozen_at or event.created_at).date()
-    start = datetime.combine(day, time.min, UTC)
-    return start, start + timedelta(days=event.signing_window_days + 1)
+    """D3: (start, end) of the event's signing window, aware UTC, both inclusive.
+
+    It starts when the host took the `start-signing` step. An event that
+    reached signing before keyparty recorded that moment has no
+    `signing_started_at`: its window starts, as it did then, at 00:00 UTC of
+    the event's day (else of the freeze), so nothing accepted under the old
+    window becomes refusable; its certifications were checked by that rule.
+    """
+    if event.signing_started_at is not None:
+        started = event.signing_started_at.replace(tzinfo=UTC)
+    else:
+        day = event.date or (event.frozen_at or event.created_at).date()
+        started = datetime.combine(day, time.min, UTC)
+    return rules.signing_window(started, event.signing_window_days)
 
 
 def notation_names(event: Event) -> tuple[str, str]:
@@ -85,35 +113,112 @@ def take_in(
     uploads: list[tuple[str, bytes]],
     uploader: Attendee | None = None,
 ) -> list[Outcome]:
-    """Check every certification in `uploads`; keep what the rules accept.
+    """Judge each upload, keep what the rules accept; one Outcome per upload.
 
+    Each upload must hold exactly one certification of one user ID (P2).
     `uploader` is the signer who sent them (online upload); from files
-    (`keyparty intake`) the issuing key names the signer.
+    (`keyparty intake`) the issuing key names the signer. A refusal binds no
+    one else: a refused certification uploaded again is judged again; one
+    accepted before (the same packet, or another by the same signer for the
+    same user ID and context) is "already accepted" and changes nothing.
     """
-    outcomes: list[Outcome] = []
+    try:
+        return _take_in(event, uploads, uploader)
+    except IntegrityError:
+        # Another process accepted the same certification between our look at
+        # what was accepted and our commit (the partial unique indexes said
+        # so): judge again, now seeing it. Nothing of the first try was kept.
+        db.session.rollback()
+        return _take_in(event, uploads, uploader)
+
+
+def _take_in(
+    event: Event, uploads: list[tuple[str, bytes]], uploader: Attendee | None
+) -> list[Outcome]:
+    outcomes: dict[int, Outcome] = {}
     candidates = _read_uploads(event, uploads, outcomes)
-    if not candidates:
-        return outcomes
-    keys = _keys_involved(event, candidates)
-    verified = _unwithdrawn_verifications(event, keys.values())
+    accepted_digests, accepted_contexts = _accepted(event, candidates)
+    fresh: list[tuple[int, _Candidate]] = []
+    repeats: list[tuple[int, _Candidate, int]] = []  # the same packet twice in one batch
+    first_of: dict[str, int] = {}
+    # Only its own signer hears "already accepted"; anyone else's copy is judged
+    # (and refused, T2) without learning whether it was accepted (P5).
+    own = {k.fingerprint for k in uploader.keys} if uploader else None
+    for index, candidate in candidates:
+        mine = own is None or candidate.signature.issuer_fingerprint in own
+        if mine and candidate.digest in accepted_digests:
+            outcomes[index] = candidate.outcome(ALREADY_ACCEPTED)
+        elif candidate.digest in first_of:
+            repeats.append((index, candidate, first_of[candidate.digest]))
+        else:
+            first_of[candidate.digest] = index
+            fresh.append((index, candidate))
+    keys = _keys_involved(event, [c for _, c in fresh])
+    verified = _verifications(event, keys.values())
     home = event_home(event)
     # gpg's check below takes a while: hold no transaction (SQLite snapshot,
     # PostgreSQL locks) through it. What was read stays usable.
     db.session.commit()
-    checked = _check_signatures(home, candidates, keys)
-    outcomes_now = [_judge(event, c, keys, uploader, checked, verified) for c in candidates]
-    outcomes += outcomes_now
-    accepted = [c for c, o in zip(candidates, outcomes_now, strict=True) if o.status == "accepted"]
-    # Write now (a replay that came meanwhile shows here as a conflict and
-    # the request runs again), then merge into the home and commit.
+    checked = _check_signatures(home, [c for _, c in fresh], keys) if fresh else {}
+    accepted = []
+    for index, candidate in fresh:
+        outcome = _judge(event, candidate, keys, uploader, checked, verified)
+        record = outcome.certification
+        slot = (record.issuer_fingerprint, record.user_id_id, record.context)
+        if outcome.status == "accepted" and slot in accepted_contexts:
+            outcome = candidate.outcome(ALREADY_ACCEPTED)
+        else:
+            db.session.add(record)
+            if outcome.refusal:
+                refuse(event, outcome.refusal, commit=False)
+            else:
+                accepted_contexts.add(slot)
+                accepted.append(candidate)
+        outcomes[index] = outcome
+    for index, candidate, first in repeats:
+        earlier = outcomes[first]
+        outcomes[index] = (
+            candidate.outcome(ALREADY_ACCEPTED)
+            if earlier.status == "accepted"
+            else replace(earlier, source=candidate.source, certification=None)
+        )
+    # Write now (an acceptance elsewhere meanwhile shows here as a conflict:
+    # take_in judges again), then merge into the home and commit.
     db.session.flush()
-    with home.staged() as stage:
-        if accepted:
+    if accepted:
+        with home.staged() as stage:
             stage.import_keys(openpgp.group_by_key([c.minimal for c in accepted]), options=None)
-        # Database first, home second (keyparty check repairs a crash between).
+            # Database first, home second (keyparty check repairs a crash between).
+            db.session.commit()
+            stage.commit()
+    else:
         db.session.commit()
-        stage.commit()
-    return outcomes
+    return [outcomes[i] for i in sorted(outcomes)]
+
+
+def _accepted(
+    event: Event, candidates: list[tuple[int, _Candidate]]
+) -> tuple[set[str], set[tuple]]:
+    """What intake accepted before, among what these uploads could repeat:
+    signature digests, and (issuer, user ID, context) slots of their issuers."""
+    digests = {c.digest for _, c in candidates}
+    issuers = {c.signature.issuer_fingerprint for _, c in candidates} - {None}
+    if not digests:
+        return set(), set()
+    accepted = (Certification.event_id == event.id, Certification.status == "accepted")
+    seen = set(
+        db.session.scalars(
+            select(Certification.signature_sha256).where(
+                *accepted, Certification.signature_sha256.in_(digests)
+            )
+        )
+    )
+    slots = db.session.execute(
+        select(
+            Certification.issuer_fingerprint, Certification.user_id_id, Certification.context
+        ).where(*accepted, Certification.issuer_fingerprint.in_(issuers))
+    ).all()
+    return seen, {tuple(slot) for slot in slots}
 
 
 def _keys_involved(event: Event, candidates: list[_Candidate]) -> dict[str, Key]:
@@ -184,56 +289,46 @@ def _check_signatures(home, candidates: list[_Candidate], keys: dict[str, Key]) 
 
 
 def _read_uploads(
-    event: Event, uploads: list[tuple[str, bytes]], outcomes: list[Outcome]
-) -> list[_Candidate]:
-    seen: set[str] = set()
+    event: Event, uploads: list[tuple[str, bytes]], outcomes: dict[int, Outcome]
+) -> list[tuple[int, _Candidate]]:
+    """The one certification of each upload, by upload index (P2); refusals into `outcomes`."""
     candidates = []
-    for source, data in uploads:
+    for index, (source, data) in enumerate(uploads):
         try:
             blocks = openpgp.read_keys(data)
         except openpgp.KeyMaterialRefused as problem:
             refusal = Refusal("input", str(problem))
-            outcomes.append(Outcome(source, "refused", rule="input", refusal=refusal))
+            outcomes[index] = Outcome(source, "refused", rule="input", refusal=refusal)
             continue
-        found = 0
-        for block in blocks:
-            for entry in openpgp.user_id_signatures(block):
-                for signature in entry.signatures:
-                    if _is_self_signature(block, signature):
-                        continue
-                    found += 1
-                    digest = hashlib.sha256(signature.raw).hexdigest()
-                    if digest in seen or _stored(event, digest):
-                        outcomes.append(
-                            Outcome(
-                                source,
-                                "duplicate",
-                                target=block.fingerprint,
-                                user_id=_text(entry.user_id),
-                                issuer=signature.issuer_fingerprint,
-                            )
-                        )
-                        continue
-                    seen.add(digest)
-                    candidates.append(_Candidate(source, block, entry.user_id, signature, digest))
+        found = [
+            (block, entry.user_id, signature)
+            for block in blocks
+            for entry in openpgp.user_id_signatures(block)
+            for signature in entry.signatures
+            if not _is_self_signature(block, signature)
+        ]
         if not found:
             refusal = Refusal(
                 "input", "This file holds no certification by anyone but the key owner."
             )
-            outcomes.append(Outcome(source, "refused", rule="input", refusal=refusal))
-    return candidates
-
-
-def _stored(event: Event, digest: str) -> bool:
-    """This signature packet was uploaded before (accepted or refused)."""
-    return (
-        db.session.scalar(
-            select(Certification.id).where(
-                Certification.event_id == event.id, Certification.signature_sha256 == digest
+        elif len(found) > 1 or len(blocks) > 1:
+            # P2: one decision about one user ID per upload; nothing is half-read.
+            refusal = Refusal(
+                "P2",
+                "This upload holds {certifications} certifications on {keys} key(s); keyparty "
+                "takes exactly one certification of one user ID per upload, so nothing in it "
+                "was kept. Upload one certification per request (`keyparty sign` writes and "
+                "sends one file per certification).",
+                {"certifications": len(found), "keys": len(blocks)},
             )
-        )
-        is not None
-    )
+            refuse(event, refusal, commit=False)
+        else:
+            ((block, user_id, signature),) = found
+            digest = hashlib.sha256(signature.raw).hexdigest()
+            candidates.append((index, _Candidate(source, block, user_id, signature, digest)))
+            continue
+        outcomes[index] = Outcome(source, "refused", rule=refusal.rule, refusal=refusal)
+    return candidates
 
 
 def _is_self_signature(block: openpgp.KeyBlock, signature: openpgp.Signature) -> bool:
@@ -254,6 +349,7 @@ def _judge(
     checked: dict,
     verified: dict[tuple[int, int, str], Verification],
 ) -> Outcome:
+    """The rules' verdict on one certification, with its record (not yet added)."""
     signature = candidate.signature
     target = keys.get(candidate.block.fingerprint or "")
     uid_text = _text(candidate.user_id)
@@ -261,7 +357,12 @@ def _judge(
     issuer = keys.get(signature.issuer_fingerprint or "")
     signer = issuer.attendee if issuer else None
     context_name, event_name = notation_names(event)
-    context = _notation(signature, context_name)
+    contexts = tuple(
+        value.decode("utf-8", "replace")
+        for name, value, _ in signature.notations
+        if name == context_name
+    )
+    context = contexts[0] if contexts else None
     created = datetime.fromtimestamp(signature.created or 0, UTC)
     expires = (
         created + timedelta(seconds=signature.expires_after) if signature.expires_after else None
@@ -270,22 +371,26 @@ def _judge(
         verified.get((signer.id, user_id.id, context)) if signer and user_id and context else None
     )
     window_start, window_end = signing_window(event)
-    validity = checked.get(candidate.digest)
     facts = rules.CertificationFacts(
         event_id=event.id,
         event_state=event.state,
-        valid={"!": True, "-": False}.get(validity),
+        valid={"!": True, "-": False}.get(checked.get(candidate.digest)),
         issuer_registered=issuer is not None,
         issuer_is_uploader=uploader is None or (signer is not None and signer.id == uploader.id),
         target_on_list=target is not None and target.list_number is not None,
         user_id_on_list=user_id is not None,
         sig_type=signature.sig_type,
+        hash_algorithm=signature.hash_algorithm,
         exportable=signature.exportable,
         trust=signature.trust,
         regexps=signature.regexps,
-        context=context,
+        contexts=contexts,
+        event_contexts=tuple(event.contexts.split(",")),
         event_notation=_notation(signature, event_name),
-        verified_level=verification.level if verification else None,
+        verified_level=verification.level
+        if verification and not verification.withdrawn_at
+        else None,
+        withdrawn=verification is not None and verification.withdrawn_at is not None,
         created=created,
         expires=expires,
         window_start=window_start,
@@ -293,14 +398,15 @@ def _judge(
         expiry_cap_days=event.cert_expiry_cap_days,
     )
     refusal = rules.check_certification(facts)
-    if signature.sig_type not in CERTIFICATION_TYPES and refusal is None:
-        refusal = Refusal("input", "Only certifications of user IDs are taken in here.")
+    # Who is told: the uploader online (an upload by someone else changes
+    # nothing for the issuer), the issuing key's attendee for files.
+    told = uploader or signer
     certification = Certification(
         event_id=event.id,
-        signer_id=signer.id if signer else None,
+        signer_id=told.id if told else None,
         key_id=target.id if target else None,
         user_id_id=user_id.id if user_id else None,
-        verification_id=verification.id if verification else None,
+        verification_id=verification.id if verification and not refusal else None,
         issuer_fingerprint=signature.issuer_fingerprint,
         target_fingerprint=candidate.block.fingerprint,
         user_id_text=uid_text,
@@ -316,20 +422,12 @@ def _judge(
         refusal_params=refusal.params if refusal else None,
         armored=None if refusal else openpgp.armor(candidate.minimal),
     )
-    db.session.add(certification)
-    if refusal:
-        refuse(event, refusal, commit=False)
-    return Outcome(
-        candidate.source,
-        "refused" if refusal else "accepted",
-        target=candidate.block.fingerprint,
-        user_id=uid_text,
-        issuer=signature.issuer_fingerprint,
-        context=context,
-        rule=refusal.rule if refusal else None,
-        refusal=refusal,
-        certification=certification,
-    )
+    outcome = candidate.outcome("refused" if refusal else "accepted")
+    outcome.context = context
+    outcome.rule = refusal.rule if refusal else None
+    outcome.refusal = refusal
+    outcome.certification = certification
+    return outcome
 
 
 def _notation(signature: openpgp.Signature, name: str) -> str | None:
@@ -337,12 +435,10 @@ def _notation(signature: openpgp.Signature, name: str) -> str | None:
     return value.decode("utf-8", "replace") if value is not None else None
 
 
-def _unwithdrawn_verifications(
-    event: Event, keys: Iterable[Key]
-) -> dict[tuple[int, int, str], Verification]:
-    """The verifications a certification among these keys could rest on (T2),
-    by (signer, user ID, context): those by the keys' owners of the keys'
-    user IDs."""
+def _verifications(event: Event, keys: Iterable[Key]) -> dict[tuple[int, int, str], Verification]:
+    """What a certification among these keys could rest on (T2), by (signer,
+    user ID, context), of the keys' owners and the keys' user IDs: the
+    unwithdrawn verification where there is one, else a withdrawn one (P6)."""
     keys = list(keys)
     signers = {key.attendee_id for key in keys}
     user_ids = {uid.id for key in keys for uid in key.user_ids}
@@ -351,9 +447,13 @@ def _unwithdrawn_verifications(
     found = db.session.scalars(
         select(Verification).where(
             Verification.event_id == event.id,
-            Verification.withdrawn_at.is_(None),
             Verification.signer_id.in_(signers),
             Verification.user_id_id.in_(user_ids),
         )
     )
-    return {(v.signer_id, v.user_id_id, v.context): v for v in found}
+    chosen: dict[tuple[int, int, str], Verification] = {}
+    for v in found:
+        slot = (v.signer_id, v.user_id_id, v.context)
+        if slot not in chosen or chosen[slot].withdrawn_at is not None:
+            chosen[slot] = v
+    return chosen

@@ -19,6 +19,7 @@ from sqlalchemy import String
 from sqlalchemy import Table
 from sqlalchemy import Text
 from sqlalchemy import UniqueConstraint
+from sqlalchemy import text
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
@@ -45,6 +46,10 @@ class Event(db.Model):
     state: Mapped[str] = mapped_column(String(20), default="registration")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     frozen_at: Mapped[datetime | None]
+    # D3: when the host took the `start-signing` step; the signing window
+    # starts here. Events that reached signing before this column existed
+    # have None: see intake.signing_window for their fallback.
+    signing_started_at: Mapped[datetime | None]
     # The exact party list file, as frozen; its digests are of these bytes.
     partylist: Mapped[str | None] = mapped_column(Text)
     partylist_sha256: Mapped[str | None] = mapped_column(String(64))
@@ -184,19 +189,39 @@ class RefusalRecord(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+def _unique_when_accepted(name: str, *columns: str) -> Index:
+    """Unique among an event's accepted certifications only (a partial index)."""
+    accepted = text("status = 'accepted'")
+    return Index(
+        name, "event_id", *columns, unique=True, sqlite_where=accepted, postgresql_where=accepted
+    )
+
+
 class Certification(db.Model):
-    """An uploaded certification and what intake decided about it.
+    """One judgement of an uploaded certification: what intake decided.
 
     Accepted ones hold the minimal key (primary key, the user ID, its
     self-signatures and this certification) that was merged into the event
-    keyring; refused ones keep the rule id and the reason.
+    keyring; refused ones keep the rule id and the reason. A refusal binds no
+    one else: the same signature uploaded again is judged again (a new row),
+    so only accepted rows are unique, per signature packet and per signer,
+    user ID and context.
     """
 
     __tablename__ = "certification"
-    __table_args__ = (UniqueConstraint("event_id", "signature_sha256"),)
+    __table_args__ = (
+        _unique_when_accepted("uq_certification_accepted_signature", "signature_sha256"),
+        _unique_when_accepted(
+            "uq_certification_accepted_context", "issuer_fingerprint", "user_id_id", "context"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[str] = mapped_column(ForeignKey("event.id", ondelete="CASCADE"), index=True)
+    # Who is told the outcome on their phone page: the uploader for online
+    # uploads (an upload by someone else changes nothing for the issuer), the
+    # issuing key's attendee for files given to `keyparty intake`. For
+    # accepted certifications both are the same person.
     signer_id: Mapped[int | None] = mapped_column(
         ForeignKey("attendee.id", ondelete="CASCADE"), index=True
     )
@@ -212,7 +237,7 @@ class Certification(db.Model):
     level: Mapped[int | None]
     created: Mapped[datetime | None]
     expires: Mapped[datetime | None]
-    # Identifies the signature packet: a replay changes nothing.
+    # Identifies the signature packet: a replay of an accepted one changes nothing.
     signature_sha256: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(20))
     rule: Mapped[str | None] = mapped_column(String(20))

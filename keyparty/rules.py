@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
 
@@ -448,6 +449,22 @@ def check_entry_confirmation(event_state: str) -> Refusal | None:
     return None
 
 
+def check_contexts_change(
+    state: str, current: Sequence[str], wanted: Sequence[str]
+) -> Refusal | None:
+    """C1: the event's contexts are fixed when the party list is frozen."""
+    if list(current) == list(wanted) or state in ("draft", "registration"):
+        return None
+    return Refusal(
+        "C1",
+        "The contexts are fixed since the party list was frozen (the event is {state}): "
+        "attendees verify in them and certifications must name one of them, so changing "
+        "the list now would make their verifications count for something else. They stay: "
+        "{contexts}.",
+        {"state": state, "contexts": ", ".join(current)},
+    )
+
+
 _PACE_SETTING_TEXTS = {
     "min_gap_seconds": N_(
         "The shortest gap between two verifications must be a whole number of "
@@ -483,12 +500,42 @@ def check_pace_settings(pace: Pace) -> Refusal | None:
     return None
 
 
-# --- Certifications: what intake accepts (C1, C2, D1, D2, D3, T1, T2) -------
+# --- Certifications: what intake accepts (C1, C2, D1, D2, D3, T1, T2, P6) ---
+
+# Hash algorithms (RFC 4880 9.4) whose collisions can be made: a certification
+# hashed with one of them could be transplanted onto another key or user ID.
+WEAK_HASHES: dict[int, str] = {1: "MD5", 2: "SHA-1"}
+
+# D1: tools count a year differently (gpg 365 days, sq 365.2425 days, so
+# sq's "2y" is 730 days and 11 hours): the cap allows one day more.
+EXPIRY_GRACE = timedelta(days=1)
+
+CERTIFICATION_TYPES = (0x10, 0x11, 0x12, 0x13)
+
+
+def signing_window(started: datetime, days: int) -> tuple[datetime, datetime]:
+    """D3: the signing window, from the moment the host started signing for `days` days.
+
+    Returns (start, end), aware UTC datetimes, both inclusive. `keyparty sign`
+    (through the bundle) and intake state this same end, by `moment_text`.
+    """
+    start = _aware(started)
+    return start, start + timedelta(days=days)
+
+
+def moment_text(moment: datetime) -> str:
+    """A moment as every message states it: '2027-01-04 10:00 UTC'."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 @dataclass(frozen=True)
 class CertificationFacts:
-    """Everything check_certification needs about one uploaded certification."""
+    """Everything check_certification needs about one uploaded certification.
+
+    `contexts` holds every value of the context notation the signature
+    carries, in order (C1 wants exactly one, from `event_contexts`). Times are
+    aware UTC datetimes; `window_start` is when the host started signing.
+    """
 
     event_id: str
     event_state: str
@@ -498,12 +545,15 @@ class CertificationFacts:
     target_on_list: bool
     user_id_on_list: bool
     sig_type: int
+    hash_algorithm: int  # RFC 4880 9.4 id
     exportable: bool
-    trust: tuple[int, int] | None
+    trust: tuple[int, int] | None  # (depth, amount) of a trust-signature subpacket
     regexps: tuple[bytes, ...]
-    context: str | None  # the context notation's value
+    contexts: tuple[str, ...]  # every context notation's value
+    event_contexts: tuple[str, ...]  # the event's list, fixed at the freeze
     event_notation: str | None  # the event notation's value
     verified_level: int | None  # level of the signer's unwithdrawn verification of it, if any
+    withdrawn: bool  # the signer verified it in that context and withdrew it
     created: datetime
     expires: datetime | None
     window_start: datetime
@@ -519,7 +569,11 @@ def check_certification(c: CertificationFacts) -> Refusal | None:
             "Certifications are accepted while the event is signing; it is {state}.",
             {"state": c.event_state},
         )
-    if c.trust is not None or c.regexps:
+    if c.sig_type not in CERTIFICATION_TYPES:
+        return Refusal("input", "Only certifications of user IDs are taken in here.")
+    # Depth 0 without a regular expression is an ordinary certification with
+    # an amount (RFC 4880 5.2.3.13; sq certify --amount): it delegates nothing.
+    if (c.trust is not None and c.trust[0] >= 1) or c.regexps:
         return Refusal(
             "T1",
             "This is a trust signature: it would tell others to trust whoever this key "
@@ -537,6 +591,14 @@ def check_certification(c: CertificationFacts) -> Refusal | None:
             "T2",
             "This certification is not issued by a key registered at this event.",
         )
+    if c.hash_algorithm in WEAK_HASHES:
+        return Refusal(
+            "hash",
+            "This certification is hashed with {hash}, which is broken: a signature over it "
+            "can be forged. Certify again with SHA-256 or stronger (`keyparty sign` does; "
+            "gpg: --cert-digest-algo SHA256).",
+            {"hash": WEAK_HASHES[c.hash_algorithm]},
+        )
     if c.valid is not True:
         return Refusal(
             "integrity",
@@ -551,6 +613,9 @@ def check_certification(c: CertificationFacts) -> Refusal | None:
         )
     if not (c.target_on_list and c.user_id_on_list):
         return Refusal("list", "This key or user ID is not on the event's frozen party list.")
+    refusal = _check_context(c.contexts, c.event_contexts)
+    if refusal:
+        return refusal
     if c.event_notation != c.event_id:
         return Refusal(
             "D2",
@@ -558,48 +623,94 @@ def check_certification(c: CertificationFacts) -> Refusal | None:
             "an earlier event never counts for a new one. Make it with `keyparty sign`.",
             {"event": c.event_id},
         )
-    if c.context is None:
+    (context,) = c.contexts
+    if c.verified_level is None and c.withdrawn:
         return Refusal(
-            "C1",
-            "This certification carries no context notation, so it does not say what was "
-            "checked. Make it with `keyparty sign`.",
+            "P6",
+            "You withdrew your verification of this user ID in the '{context}' context, so "
+            "it cannot be certified.",
+            {"context": context},
         )
     if c.verified_level is None:
         return Refusal(
             "T2",
-            "You did not verify this user ID in the '{context}' context at this event (or "
-            "you withdrew it): a certification rests only on your own verification.",
-            {"context": c.context},
+            "You did not verify this user ID in the '{context}' context at this event: a "
+            "certification rests only on your own verification.",
+            {"context": context},
         )
-    level = c.sig_type - 0x10 if 0x10 <= c.sig_type <= 0x13 else None
-    if level != c.verified_level:
-        return Refusal(
-            "C2",
-            "This certification has level {got}, but your verification gives level {want}.",
-            {"got": level, "want": c.verified_level},
-        )
+    refusal = _check_level(c.sig_type - 0x10, c.verified_level)
+    if refusal:
+        return refusal
     if c.expires is None:
         return Refusal(
             "D1",
             "This certification never expires. Every certification made through keyparty "
             "expires; make it with `keyparty sign`.",
         )
-    if c.expires - c.created > timedelta(days=c.expiry_cap_days):
+    if c.expires - c.created > timedelta(days=c.expiry_cap_days) + EXPIRY_GRACE:
         return Refusal(
             "D1",
             "This certification runs until {expires}, longer than this event's cap of {cap} days.",
             {"expires": c.expires.strftime("%Y-%m-%d"), "cap": c.expiry_cap_days},
         )
-    if not (c.window_start <= c.created <= c.window_end):
+    if c.created < c.window_start:
         return Refusal(
             "D3",
-            "This certification was made on {created}, outside the signing "
-            "window ({start} to {end}): a verification goes stale.",
-            {
-                "created": c.created.strftime("%Y-%m-%d"),
-                "start": c.window_start.strftime("%Y-%m-%d"),
-                "end": c.window_end.strftime("%Y-%m-%d"),
-            },
+            "This certification was made on {created}, before the host started signing "
+            "({start}). Certifications are made after the event, in the calm of the "
+            "signing phase: certify again now.",
+            {"created": moment_text(c.created), "start": moment_text(c.window_start)},
+        )
+    if c.created > c.window_end:
+        return Refusal(
+            "D3",
+            "This certification was made on {created}, after the signing window closed "
+            "({end}): a verification goes stale.",
+            {"created": moment_text(c.created), "end": moment_text(c.window_end)},
+        )
+    return None
+
+
+def _check_context(contexts: tuple[str, ...], event_contexts: tuple[str, ...]) -> Refusal | None:
+    """C1: exactly one context notation, from the event's list."""
+    if not contexts:
+        return Refusal(
+            "C1",
+            "This certification carries no context notation, so it does not say what was "
+            "checked. Make it with `keyparty sign`.",
+        )
+    if len(contexts) > 1:
+        return Refusal(
+            "C1",
+            "This certification carries {count} context notations ({found}); a certification "
+            "says one thing that was checked. Make one certification per context with "
+            "`keyparty sign`.",
+            {"count": len(contexts), "found": ", ".join(contexts)},
+        )
+    if contexts[0] not in event_contexts:
+        return Refusal(
+            "C1",
+            "'{context}' is not a context at this event; its contexts, fixed when the party "
+            "list was frozen, are: {contexts}.",
+            {"context": contexts[0], "contexts": ", ".join(event_contexts)},
+        )
+    return None
+
+
+def _check_level(level: int, verified_level: int) -> Refusal | None:
+    """C2: generic (0) up to the basis's level; never persona (1)."""
+    if level == 1:
+        return Refusal(
+            "C2",
+            "This is a persona certification (level 1, 0x11: no verification made), but you "
+            "verified this person. Certify at level {want} (`keyparty sign` does) or generic.",
+            {"want": verified_level},
+        )
+    if level > verified_level:
+        return Refusal(
+            "C2",
+            "This certification has level {got}, more than your verification gives (level {want}).",
+            {"got": level, "want": verified_level},
         )
     return None
 

@@ -28,6 +28,7 @@ from keyparty.bundle import FORMAT
 from keyparty.gpg import INTO_OWN_KEYRING
 from keyparty.gpg import GnuPGError
 from keyparty.gpg import GnuPGHome
+from keyparty.rules import moment_text
 
 
 class SigningError(RuntimeError):
@@ -128,6 +129,11 @@ def listed_fingerprints(party_list: str) -> set[str]:
     return {"".join(f.split()) for f in found}
 
 
+def window_end_text(bundle: dict) -> str:
+    """D3: the end of the signing window, as intake states it (rules.moment_text)."""
+    return moment_text(datetime.fromisoformat(bundle["event"]["signing_window_ends"]))
+
+
 def check_bundle(bundle: dict, now: datetime | None = None) -> None:
     """The bundle must be what the signer confirmed: digests of its own list,
     and every verified key on that list with the same fingerprint; and the
@@ -135,7 +141,7 @@ def check_bundle(bundle: dict, now: datetime | None = None) -> None:
     ends = datetime.fromisoformat(bundle["event"]["signing_window_ends"])
     if (now or datetime.now(UTC)) > ends:
         raise SigningError(
-            f"D3: the signing window of this event ended on {ends:%Y-%m-%d}: a verification "
+            f"D3: the signing window of this event ended on {window_end_text(bundle)}: a verification "
             "goes stale, so nothing is certified now. Verify again at a new event."
         )
     digests = party_list_digests(bundle)

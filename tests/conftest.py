@@ -266,3 +266,23 @@ def certified_event(signing_event, alice_home, tmp_path):
     outcomes = intake.take_in(signing_event, [(p.name, p.read_bytes()) for p in files])
     assert [o.status for o in outcomes] == ["accepted"] * 4
     return signing_event
+
+
+@pytest.fixture
+def homes(signing_event, alice_home):
+    """Alice's machine, also holding Carol's secret key and a stranger's (signer1)
+    that is not registered: the keys a careless or malicious uploader could use."""
+    alice_home.import_keys(
+        b"".join(k.armored.encode() for k in signing_event.keys), options="self-sigs-only"
+    )
+    for name in ("carol", "signer1"):
+        alice_home.import_keys((FIXTURES / "attendees" / f"{name}.secret.asc").read_bytes(), None)
+    return alice_home
+
+
+@pytest.fixture(params=["api", "intake-command"])
+def door(request, app, runner, signing_event, tmp_path):
+    """One of the two doors a certification comes in by (tests/intake_doors.py)."""
+    from tests.intake_doors import Door
+
+    return Door(request.param, app, runner, signing_event, tmp_path)

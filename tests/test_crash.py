@@ -356,7 +356,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_keeps_nothing_refused(insta
             return body
 
         uploaded = run_with_kills(server, plan["uploads"], upload, rng)
-        assert all(b'"accepted"' in b or b'"duplicate"' in b for b in uploaded)
+        assert all(b'"accepted"' in b or b'"already accepted"' in b for b in uploaded)
 
         # Owner decisions: every owner accepts everything received.
         app = create_app({"TESTING": True})

@@ -483,3 +483,46 @@ def test_names_from_strangers_stay_in_their_place(email_event, app, tmp_path, bo
     text = inner.get_body(("plain",)).get_content()
     assert "\u202e" not in text and "\x1b" not in text
     assert "Alice \ufffdelpmaxE\ufffd[31m" in text
+
+
+def test_mails_read_in_sq_and_rnp_with_the_certification_and_notations(email_event, tmp_path):
+    """Bob reads his mail with Sequoia instead of gpg; rnp lists its packets."""
+    outbox = tmp_path / "outbox"
+    report = delivery.deliver(email_event, BASE_URL, None, outbox, sender=SENDER)
+    alice = attendee_named(email_event, "Alice").keys[0].fingerprint
+    assert len(report.written) == 2
+    for path in report.written:
+        mail = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        ciphertext = tmp_path / "message.asc"
+        ciphertext.write_bytes(check_outer(mail, mail["To"]))
+        assert "Encrypted" in sq("inspect", str(ciphertext))
+        assert "Public-key encrypted session key packet" in rnp_packets(ciphertext)
+        plain = sq(
+            "decrypt",
+            "--recipient-key",
+            str(FIXTURES / "attendees" / "bob.secret.asc"),
+            str(ciphertext),
+        )
+        inner = email.message_from_string(plain, policy=policy.default)
+        (attachment,) = inner.iter_attachments()
+        key = tmp_path / "certified.asc"
+        key.write_bytes(attachment.get_content())
+        assert f"Alleged certifier: {alice}" in sq("inspect", "--certifications", str(key))
+        dump = sq("packet", "dump", str(key))
+        assert "Notation: context@keyparty.org (human readable): email" in dump
+        assert f"Notation: event@keyparty.org (human readable): {email_event.id}" in dump
+        assert "notation data: context@keyparty.org = email" in rnp_packets(key)
+
+
+def sq(*args: str) -> str:
+    result = subprocess.run(["sq", *args], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def rnp_packets(path) -> str:
+    result = subprocess.run(
+        ["rnp", "--list-packets", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout

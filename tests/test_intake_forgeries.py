@@ -7,8 +7,6 @@ from __future__ import annotations
 import subprocess
 from datetime import timedelta
 
-import pytest
-
 from keyparty import events
 from keyparty import intake
 from keyparty import openpgp
@@ -16,7 +14,6 @@ from keyparty import verification
 from keyparty.extensions import db
 from keyparty.models import Certification
 from keyparty.models import Verification
-from tests.conftest import FIXTURES
 from tests.conftest import attendee_named
 
 BOB_UID = "Bob Example <bob@example.org>"
@@ -84,17 +81,6 @@ def certify(
     return home.export_user_id(target_fpr, uid)
 
 
-@pytest.fixture
-def homes(signing_event, alice_home):
-    """Alice's machine, and a stranger's key (signer1) that is not registered."""
-    alice_home.import_keys(
-        b"".join(k.armored.encode() for k in signing_event.keys), options="self-sigs-only"
-    )
-    for name in ("carol", "signer1"):
-        alice_home.import_keys((FIXTURES / "attendees" / f"{name}.secret.asc").read_bytes(), None)
-    return alice_home
-
-
 def single(outcomes):
     (outcome,) = [o for o in outcomes if o.issuer]
     return outcome
@@ -140,14 +126,14 @@ def test_another_attendees_certification_uploaded_by_alice(signing_event, homes)
     assert_refused(signing_event, data, "T2", "another attendee's key", uploader=alice)
 
 
-def test_a_trust_signature(signing_event, homes):
-    alice = fingerprint(signing_event, "Alice")
-    answers = "1\ntsign\n2\n1\n\ny\nsave\n"
+def tsign(home, event, answers: str) -> bytes:
+    """Alice makes a trust signature on Bob's first user ID with gpg's --edit-key
+    `tsign`, answering its questions (trust level, depth, domain) with `answers`."""
     subprocess.run(
         [
-            *gpg_as_signer(homes),
+            *gpg_as_signer(home),
             "--local-user",
-            alice,
+            fingerprint(event, "Alice"),
             "--default-cert-level",
             "3",
             "--default-cert-expire",
@@ -155,19 +141,24 @@ def test_a_trust_signature(signing_event, homes):
             "--cert-notation",
             "context@keyparty.org=identity",
             "--cert-notation",
-            f"event@keyparty.org={signing_event.id}",
+            f"event@keyparty.org={event.id}",
             "--command-fd",
             "0",
             "--status-fd",
             "2",
             "--edit-key",
-            fingerprint(signing_event, "Bob"),
+            fingerprint(event, "Bob"),
         ],
-        input=answers.encode(),
+        input=f"1\ntsign\n{answers}\ny\nsave\n".encode(),
         check=True,
         capture_output=True,
     )
-    data = homes.export_user_id(fingerprint(signing_event, "Bob"), BOB_UID)
+    return home.export_user_id(fingerprint(event, "Bob"), BOB_UID)
+
+
+def test_a_trust_signature(signing_event, homes):
+    # Full trust, depth 1, no domain.
+    data = tsign(homes, signing_event, "2\n1\n")
     assert_refused(signing_event, data, "T1", "trust signature")
 
 
@@ -212,7 +203,7 @@ def test_a_withdrawn_verification(signing_event, homes):
     bob_identity.withdrawn_at = bob_identity.recorded_at + timedelta(minutes=1)
     db.session.commit()
     data = certify(homes, signing_event, alice.keys[0].fingerprint)
-    assert_refused(signing_event, data, "T2", "did not verify")
+    assert_refused(signing_event, data, "P6", "You withdrew your verification")
 
 
 def test_a_local_certification(signing_event, homes):
@@ -242,7 +233,7 @@ def test_made_after_the_signing_window(signing_event, homes):
         fingerprint(signing_event, "Alice"),
         extra=["--faked-system-time", late.strftime("%Y%m%dT120000")],
     )
-    assert_refused(signing_event, data, "D3", "outside the signing window")
+    assert_refused(signing_event, data, "D3", "after the signing window closed")
 
 
 def test_a_certification_from_an_earlier_event(signing_event, homes):
@@ -252,9 +243,17 @@ def test_a_certification_from_an_earlier_event(signing_event, homes):
     assert_refused(signing_event, data, "D2", "earlier event never counts")
 
 
-def test_a_level_that_does_not_match_the_verification(signing_event, homes):
-    data = certify(homes, signing_event, fingerprint(signing_event, "Alice"), level=2)
-    assert_refused(signing_event, data, "C2", "level 2")
+def test_a_level_above_the_basis(signing_event, homes):
+    """Alice has known Carol for years (level 2): level 3 claims an ID check (C2)."""
+    data = certify(
+        homes,
+        signing_event,
+        fingerprint(signing_event, "Alice"),
+        uid="Carol Example <carol@example.org>",
+        target="Carol",
+        level=3,
+    )
+    assert_refused(signing_event, data, "C2", "level 3, more than your verification gives")
 
 
 def test_nothing_is_taken_before_signing_starts(signing_event, homes):

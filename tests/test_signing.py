@@ -23,6 +23,7 @@ from keyparty.gpg import GnuPGHome
 from keyparty.models import Certification
 from keyparty.models import Verification
 from keyparty.models import utcnow
+from keyparty.rules import moment_text
 from tests.conftest import FIXTURES
 from tests.conftest import at
 from tests.conftest import attendee_named
@@ -65,6 +66,9 @@ def test_offline_sign_then_intake_from_files(signing_event, alice_home, tmp_path
     )
     assert result.returncode == 0, result.stderr
     assert "made 4, skipped 0, failed 0" in result.stdout
+    # D3: the same end of the signing window as intake states.
+    _, window_end = intake.signing_window(signing_event)
+    assert f"Signing window (D3): until {moment_text(window_end)}." in result.stdout
     files = sorted(out.glob("*.asc"))
     assert len(files) == 4, "one file per certification"
 
@@ -95,7 +99,7 @@ def test_offline_sign_then_intake_from_files(signing_event, alice_home, tmp_path
 
     # Replays change nothing.
     again = intake.take_in(signing_event, [(p.name, p.read_bytes()) for p in files])
-    assert [o.status for o in again] == ["duplicate"] * 4
+    assert [o.status for o in again] == ["already accepted"] * 4
     assert db.session.scalar(db.select(db.func.count()).select_from(Certification)) == 4
 
 
@@ -258,6 +262,7 @@ def test_after_the_signing_window_nothing_is_certified(signing_event, alice_home
         str(path), "--homedir", str(alice_home.path), "--digest", data["party_list_sha256"]
     )
     assert result.returncode != 0 and "D3" in result.stderr
+    assert "ended on 2020-01-01 00:00 UTC" in result.stderr
 
 
 def test_one_attendee_certifies_with_each_of_their_keys(app, event, tmp_path):

@@ -220,15 +220,24 @@ def me():
         button_form=ButtonForm(),
         # A signer sees the outcome of their own certifications, no one else's
         # (there are none before signing starts: no queries then).
-        given=db.session.scalars(
-            db.select(Certification)
-            .where(Certification.signer_id == attendee.id)
-            .order_by(Certification.received_at)
-        ).all()
-        if after_event
-        else [],
+        given=_latest_judgements(attendee) if after_event else [],
         expiring=_expiring_soon(attendee) if after_event else {"given": [], "received": []},
     )
+
+
+def _latest_judgements(attendee: Attendee) -> list[Certification]:
+    """The outcome of each certification this attendee uploaded: a certification
+    judged again (refused during cooling-off, accepted later) shows its last
+    judgement only."""
+    latest: dict[str, Certification] = {}
+    for certification in db.session.scalars(
+        db.select(Certification)
+        .where(Certification.signer_id == attendee.id)
+        .order_by(Certification.received_at, Certification.id)
+    ):
+        latest.pop(certification.signature_sha256, None)
+        latest[certification.signature_sha256] = certification
+    return list(latest.values())
 
 
 EXPIRING_DAYS = 60
