@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import re
 import selectors
 import socket
 import struct
@@ -38,6 +39,7 @@ from collections import Counter
 from functools import partial
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -156,6 +158,33 @@ class KeypartyWorker(ThreadWorker):
                     socket.socket.shutdown(conn.sock, socket.SHUT_RDWR)
 
 
+# Paths that carry a secret (join, confirmation and delivery links) and bearer tokens.
+_SECRETS = re.compile(r"(/(?:join|confirm)/)[^\s/?'\"]+|(Bearer\s+)\S+")
+
+
+def redact(text: str) -> str:
+    """`text` with every token of a link or Authorization header replaced by …"""
+    return _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + "…", text)
+
+
+class _Redact(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), ()
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger, with tokens taken out of every line (a malformed
+    request line is logged whole, and a join link stays valid after it)."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        self.error_log.addFilter(_Redact())
+
+
 class _Server(BaseApplication):
     def __init__(self, make_app, options: dict) -> None:
         self.make_app = make_app
@@ -207,6 +236,7 @@ def run(
         ],
         # No access log: request paths carry join and confirmation tokens.
         "accesslog": None,
+        "logger_class": "keyparty.serving.RedactingLogger",
         "errorlog": "-",
         "loglevel": "warning",
         "proc_name": "keyparty",
