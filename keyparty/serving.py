@@ -47,7 +47,9 @@ from gunicorn.workers.gthread import ThreadWorker
 THREADS = 32
 PER_ADDRESS = 8
 READ_TIMEOUT = 10.0
-KEEPALIVE = 15
+# Longer than a phone waits between two taps (checking an ID takes a while):
+# a kept-alive connection costs a descriptor in the epoll loop, no thread.
+KEEPALIVE = 75
 WORKER_CONNECTIONS = 4000
 
 log = logging.getLogger("keyparty.serve")
@@ -124,9 +126,9 @@ class KeypartyWorker(ThreadWorker):
         self.nr_conns += 1
         conn = _CountedConn(self, self.cfg, client_sock, client_addr, listener.getsockname())
         # Wait in the poller, not in a thread, until the client sends something:
-        # a silent connection costs a descriptor, never a thread. Closed after
-        # the keep-alive time like any connection that sends nothing.
-        conn.timeout = time.monotonic() + self.cfg.keepalive
+        # a silent connection costs a descriptor, never a thread. Closed when
+        # it has sent nothing by the header deadline.
+        conn.timeout = time.monotonic() + self.header_timeout
         self.pending_conns.append(conn)
         self.poller.register(
             conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn)
