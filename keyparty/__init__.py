@@ -53,6 +53,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         )
     register_extensions(app)
     register_blueprints(app)
+    register_database_retries(app)
     register_commands(app)
     register_template_helpers(app)
     register_security_headers(app)
@@ -148,6 +149,13 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     storage.init_app(app)
     ratelimit.init_app(app)
+
+
+def register_database_retries(app: Flask) -> None:
+    """Every view runs again after a transient database conflict; never a 500 for it."""
+    from keyparty import storage
+
+    storage.retry_conflicts(app)
 
 
 def register_blueprints(app: Flask) -> None:

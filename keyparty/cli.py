@@ -311,7 +311,7 @@ def _check_and_repair_homes() -> None:
 def _schema_line() -> str:
     """What starting this app did to the database's schema, in one line."""
     done = current_app.extensions.get("keyparty.schema")
-    return done or f"The database is at schema revision {migrations.head()}: nothing to upgrade."
+    return done or f"The database is at schema revision {migrations.HEAD}: nothing to upgrade."
 
 
 @click.command("init")

@@ -38,6 +38,8 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy import update
 
+from keyparty import homes
+from keyparty import publishing
 from keyparty.events import event_home
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGError
@@ -509,7 +511,7 @@ def _connect(settings: SmtpSettings) -> smtplib.SMTP:
 
 
 def confirm(token: str) -> Certification | None:
-    """The owner followed the link: accept the certification, once.
+    """The owner followed the link: accept the certification, once, and publish it.
 
     None for an unknown, already used or malformed token.
     """
@@ -537,8 +539,11 @@ def confirm(token: str) -> Certification | None:
         .values(owner_decision="accepted", decided_at=utcnow(), delivery_token_sha256=None)
         .execution_options(synchronize_session=False)
     )
-    db.session.commit()
     if done.rowcount != 1:
+        db.session.rollback()
         return None
+    generation = homes.bump(certification.key.event, Event.published_generation)
+    db.session.commit()
     db.session.refresh(certification)
+    publishing.follow_decision(certification, None, generation)
     return certification

@@ -21,6 +21,7 @@ from sqlalchemy import func
 from sqlalchemy import select
 
 from keyparty import exports
+from keyparty import homes
 from keyparty import openpgp
 from keyparty import report
 from keyparty.extensions import db
@@ -87,12 +88,12 @@ def get_event(event_id: str) -> Event:
 
 def event_home(event: Event) -> GnuPGHome:
     """The event's GnuPG home: a working copy of the keys stored in the database,
-    rebuilt from it when missing (a copied instance folder, another machine)."""
+    rebuilt from it when missing or built at another generation of the keys
+    (a copied instance folder, another server process or machine)."""
     path = Path(current_app.instance_path) / "gnupg" / event.id
     home = GnuPGHome(path, binary=current_app.config["GPG_BINARY"])
-    if not (path / "pubring.kbx").exists() and db.session.scalar(
-        select(func.count()).select_from(Key).where(Key.event_id == event.id)
-    ):
+    keys_generation, _ = homes.generations(event)
+    if homes.built_at(home) != f"k{keys_generation}":
         rebuild_home(event, home)
     return home
 
@@ -183,14 +184,19 @@ def rebuild_home(event: Event, home: GnuPGHome | None = None) -> int:
         )
     ).all()
     with home.staged() as stage:
+        # The generation first: keys committed meanwhile make the home look
+        # older than it is (rebuilt once more), never newer.
+        keys_generation, _ = homes.generations(event)
         for name in ("pubring.kbx", "trustdb.gpg"):
             (stage.path / name).unlink(missing_ok=True)
-        pieces = [openpgp.dearmor(key.armored.encode()) for key in event.keys]
+        armored = db.session.scalars(select(Key.armored).where(Key.event_id == event.id)).all()
+        pieces = [openpgp.dearmor(text.encode()) for text in armored]
         pieces += (openpgp.dearmor(c.armored.encode()) for c in accepted)
         if pieces:
             stage.import_keys(openpgp.group_by_key(pieces), options=None)
+        homes.mark_built(stage, f"k{keys_generation}")
         stage.commit()
-    return len(event.keys)
+    return len(armored)
 
 
 def configure(

@@ -49,7 +49,10 @@ STRANGER_KEYS = "self-sigs-only,import-clean"
 # Into a signer's own keyring: take only self-signatures of what comes in,
 # and leave everything already there as it is.
 INTO_OWN_KEYRING = "self-sigs-only"
-KEYRING_FILES = ("pubring.kbx", "trustdb.gpg")
+# keyparty.homes: the database generation a home was built from; a staged
+# copy carries it and replaces it together with the keyring.
+STAMP_FILE = "keyparty.generation"
+KEYRING_FILES = ("pubring.kbx", "trustdb.gpg", STAMP_FILE)
 MIN_VERSION = (2, 2, 36)
 AGENT_UNREACHABLE = "can't connect to the agent"
 # The agent's socket lives in the home: a path over ~100 characters breaks it.

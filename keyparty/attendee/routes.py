@@ -164,8 +164,12 @@ def join(token: str):
     limited = _too_fast(f"join:{request.remote_addr}", 30, 60)
     if limited:
         return limited
+    # Locked (PostgreSQL): a link opened twice at once, on two server
+    # processes, is redeemed by one; the other finds no such token.
     attendee = db.session.scalar(
-        db.select(Attendee).where(Attendee.join_token_sha256 == registration.hash_token(token))
+        db.select(Attendee)
+        .where(Attendee.join_token_sha256 == registration.hash_token(token))
+        .with_for_update()
     )
     if attendee is None:
         limited = _too_fast(f"join-miss:{request.remote_addr}", 10, 60)
@@ -352,7 +356,6 @@ def confirm_email(token: str):
             title=_("This link does not work"),
             message=_("It was already used, or it is not a keyparty confirmation link."),
         ), 404
-    publishing.publish(certification)
     return render_template(
         "message.html",
         title=_("Thank you"),
