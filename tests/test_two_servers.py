@@ -82,7 +82,10 @@ def start_server(instance, env) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "keyparty", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        # Every phone here comes from 127.0.0.1, many at once: lift the
+        # per-address connection cap that one address on a Wi-Fi gets.
+        [sys.executable, "-m", "keyparty", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--per-address", "100"],
         env={**env, "KEYPARTY_INSTANCE": str(instance), "KEYPARTY_PUBLIC_URL": url},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
