@@ -46,7 +46,8 @@ def serve(instance, *args):
     return process, port
 
 
-def fetch(url, context=None, tries=100):
+def fetch(url, context=None, tries=600):
+    # Up to a minute: on a busy machine the server takes a while to start.
     for _ in range(tries):
         try:
             with urllib.request.urlopen(url, timeout=5, context=context) as response:
