@@ -26,10 +26,9 @@ with app.app_context():
     db.session.remove()
 client = app.test_client()
 try:
-    with open(os.path.join(mount, "filler"), "wb") as filler:
+    with open(os.path.join(mount, "filler"), "wb", buffering=0) as filler:
         while True:
             filler.write(b"\0" * 4096)
-            filler.flush()
 except OSError:
     pass  # full
 response = client.post(f"/e/{event_id}/register", data={"name": "Hanako", "key_text": key})

@@ -5,7 +5,6 @@ open without sending (idle, slow) cannot stop it."""
 from __future__ import annotations
 
 import http.client
-import io
 import os
 import socket
 import ssl
@@ -46,15 +45,18 @@ def serve(instance, *args):
     return process, port
 
 
-def fetch(url, context=None, tries=600):
-    # Up to a minute: on a busy machine the server takes a while to start.
-    for _ in range(tries):
+def fetch(url, context=None, seconds=60):
+    """GET `url`, waiting up to `seconds` for a server that is still starting
+    (migrations and the home check run first; a loaded CI machine is slow)."""
+    deadline = time.monotonic() + seconds
+    while True:
         try:
             with urllib.request.urlopen(url, timeout=5, context=context) as response:
                 return response.status, response.headers, response.read().decode()
         except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing answered at {url}") from None
             time.sleep(0.1)
-    raise AssertionError(f"nothing answered at {url}")
 
 
 def get_from(source: str, port: int, path: str = "/", timeout: float = 5) -> tuple[int, float]:
@@ -148,9 +150,9 @@ def test_serve_over_https(instance, tmp_path):
         assert status == 200 and "keyparty" in page
         # Connections that never start their TLS handshake hold up no one.
         idle = open_idle("127.0.0.14", port, 40)
-        started = time.monotonic()
-        status, headers, page = fetch(f"https://127.0.0.1:{port}/", context=context, tries=1)
-        assert status == 200 and time.monotonic() - started < 2
+        # One try, within urlopen's 5 s: a blocked server would not answer.
+        status, headers, page = fetch(f"https://127.0.0.1:{port}/", context=context, seconds=0)
+        assert status == 200
         for s in idle:
             s.close()
         connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
@@ -266,22 +268,3 @@ def test_a_client_that_dribbles_its_headers_is_cut_off(instance):
         slow.close()
     finally:
         stop(process)
-
-
-def test_the_server_log_keeps_no_token():
-    """Whatever gunicorn logs (a malformed request line is logged whole)."""
-    import logging
-
-    from keyparty.serving import _Redact
-
-    logger = logging.getLogger("keyparty.test.redact")
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    logger.addHandler(handler)
-    logger.addFilter(_Redact())
-    logger.warning("Invalid Request Line '%s'", "GET /join/SECRET123 x y")
-    logger.warning("Error handling request /confirm/SECRET456?a=1")
-    logger.warning("header Authorization: Bearer SECRET789")
-    logged = stream.getvalue()
-    assert "SECRET" not in logged
-    assert "/join/… x y" in logged and "/confirm/…?a=1" in logged and "Bearer …" in logged
