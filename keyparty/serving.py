@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import re
 import selectors
 import socket
 import struct
@@ -38,6 +39,7 @@ from collections import Counter
 from functools import partial
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -45,7 +47,9 @@ from gunicorn.workers.gthread import ThreadWorker
 THREADS = 32
 PER_ADDRESS = 8
 READ_TIMEOUT = 10.0
-KEEPALIVE = 15
+# Longer than a phone waits between two taps (checking an ID takes a while):
+# a kept-alive connection costs a descriptor in the epoll loop, no thread.
+KEEPALIVE = 75
 WORKER_CONNECTIONS = 4000
 
 log = logging.getLogger("keyparty.serve")
@@ -122,9 +126,9 @@ class KeypartyWorker(ThreadWorker):
         self.nr_conns += 1
         conn = _CountedConn(self, self.cfg, client_sock, client_addr, listener.getsockname())
         # Wait in the poller, not in a thread, until the client sends something:
-        # a silent connection costs a descriptor, never a thread. Closed after
-        # the keep-alive time like any connection that sends nothing.
-        conn.timeout = time.monotonic() + self.cfg.keepalive
+        # a silent connection costs a descriptor, never a thread. Closed when
+        # it has sent nothing by the header deadline.
+        conn.timeout = time.monotonic() + self.header_timeout
         self.pending_conns.append(conn)
         self.poller.register(
             conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn)
@@ -154,6 +158,33 @@ class KeypartyWorker(ThreadWorker):
                 self.reading.pop(conn, None)
                 with contextlib.suppress(OSError):
                     socket.socket.shutdown(conn.sock, socket.SHUT_RDWR)
+
+
+# Paths that carry a secret (join, confirmation and delivery links) and bearer tokens.
+_SECRETS = re.compile(r"(/(?:join|confirm)/)[^\s/?'\"]+|(Bearer\s+)\S+")
+
+
+def redact(text: str) -> str:
+    """`text` with every token of a link or Authorization header replaced by …"""
+    return _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + "…", text)
+
+
+class _Redact(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), ()
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger, with tokens taken out of every line (a malformed
+    request line is logged whole, and a join link stays valid after it)."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        self.error_log.addFilter(_Redact())
 
 
 class _Server(BaseApplication):
@@ -207,6 +238,7 @@ def run(
         ],
         # No access log: request paths carry join and confirmation tokens.
         "accesslog": None,
+        "logger_class": "keyparty.serving.RedactingLogger",
         "errorlog": "-",
         "loglevel": "warning",
         "proc_name": "keyparty",

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 mount, key_file = sys.argv[1], sys.argv[2]
-subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mount], check=True)
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", mount], check=True)
 os.environ["KEYPARTY_INSTANCE"] = os.path.join(mount, "instance")
 
 from keyparty import create_app  # noqa: E402
@@ -25,12 +25,12 @@ with app.app_context():
     db.session.commit()
     db.session.remove()
 client = app.test_client()
-with open(os.path.join(mount, "filler"), "wb", buffering=0) as filler:
-    try:
+try:
+    with open(os.path.join(mount, "filler"), "wb", buffering=0) as filler:
         while True:
-            filler.write(b"\0" * 65536)
-    except OSError:
-        pass
+            filler.write(b"\0" * 4096)
+except OSError:
+    pass  # full
 response = client.post(f"/e/{event_id}/register", data={"name": "Hanako", "key_text": key})
 seen["full"] = [response.status_code, response.get_data(as_text=True)]
 os.unlink(os.path.join(mount, "filler"))

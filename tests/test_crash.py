@@ -120,7 +120,11 @@ class Server:
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
 
 
 class Client:
@@ -134,7 +138,12 @@ class Client:
         headers = dict(headers or {})
         if self.cookie:
             headers["Cookie"] = f"session={self.cookie}"
-        c = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+        # Each request from another loopback address, as many phones would
+        # send them: the per-address rate limits are not what is tested here.
+        source = f"127.0.{random.randint(200, 250)}.{random.randint(1, 250)}"
+        c = http.client.HTTPConnection(
+            "127.0.0.1", self.server.port, timeout=30, source_address=(source, 0)
+        )
         try:
             c.request(method, path, body=body, headers=headers)
             response = c.getresponse()

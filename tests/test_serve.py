@@ -5,6 +5,7 @@ open without sending (idle, slow) cannot stop it."""
 from __future__ import annotations
 
 import http.client
+import io
 import os
 import socket
 import ssl
@@ -268,3 +269,22 @@ def test_a_client_that_dribbles_its_headers_is_cut_off(instance):
         slow.close()
     finally:
         stop(process)
+
+
+def test_the_server_log_keeps_no_token():
+    """Whatever gunicorn logs (a malformed request line is logged whole)."""
+    import logging
+
+    from keyparty.serving import _Redact
+
+    logger = logging.getLogger("keyparty.test.redact")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    logger.addFilter(_Redact())
+    logger.warning("Invalid Request Line '%s'", "GET /join/SECRET123 x y")
+    logger.warning("Error handling request /confirm/SECRET456?a=1")
+    logger.warning("header Authorization: Bearer SECRET789")
+    logged = stream.getvalue()
+    assert "SECRET" not in logged
+    assert "/join/… x y" in logged and "/confirm/…?a=1" in logged and "Bearer …" in logged
