@@ -14,6 +14,7 @@ hash of each link's token is stored.
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import smtplib
@@ -43,6 +44,7 @@ from keyparty import publishing
 from keyparty.events import event_home
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGError
+from keyparty.gpg import GnuPGHome
 from keyparty.models import Certification
 from keyparty.models import Event
 from keyparty.models import UserID
@@ -283,10 +285,16 @@ keyparty, for {event_name}
 
 
 def compose(
-    event: Event, certification: Certification, token: str, base_url: str, sender: str
+    event: Event,
+    certification: Certification,
+    token: str,
+    base_url: str,
+    sender: str,
+    home: GnuPGHome | None = None,
 ) -> EmailMessage:
     """One PGP/MIME (RFC 3156) mail for one certification, to the address of
-    its user ID only, encrypted to the certified key."""
+    its user ID only, encrypted to the certified key (in `home`, by default
+    the event's GnuPG home)."""
     address = _recipient(certification)
     fingerprint = certification.key.fingerprint
 
@@ -300,7 +308,7 @@ def compose(
         cte="7bit",
         filename=f"{fingerprint}-certified.asc",
     )
-    home = event_home(event)
+    home = home or event_home(event)
     with home.locked():
         ciphertext = home.encrypt(inner.as_bytes(policy=policy.SMTP), fingerprint)
 
@@ -399,22 +407,24 @@ def deliver(
         sender = sender or current_app.config.get("SMTP_SENDER") or DEFAULT_SENDER
         if not _envelope_address(sender):
             raise DeliveryError(f"Sender {sender!r} is not an email address.")
-    ready: list[tuple[Certification, str, EmailMessage]] = []
-    for certification in pending(event):
-        token = secrets.token_urlsafe(24)
-        try:
-            message = compose(event, certification, token, base_url, sender)
-        except (DeliveryError, GnuPGError) as problem:
-            report.refused.append((_address_of(certification), str(problem)))
-            continue
-        ready.append((certification, token, message))
-    if not ready:
-        return report
+    home = event_home(event)
+
+    def composed():
+        # One mail at a time: each is written or sent before the next is
+        # composed, so a party's mails never sit in memory together.
+        for certification in pending(event):
+            token = secrets.token_urlsafe(24)
+            try:
+                message = compose(event, certification, token, base_url, sender, home)
+            except (DeliveryError, GnuPGError) as problem:
+                report.refused.append((_address_of(certification), str(problem)))
+                continue
+            yield certification, token, message
 
     if settings is None:
-        report.outbox = outbox
-        outbox.mkdir(parents=True, exist_ok=True)
-        for certification, token, message in ready:
+        for certification, token, message in composed():
+            report.outbox = outbox
+            outbox.mkdir(parents=True, exist_ok=True)
             path = outbox / f"{event.id}-{certification.id}.eml"
             # Whole or not at all: a crash never leaves half a mail to send.
             partial = path.with_name(f".{path.name}.partial")
@@ -426,9 +436,13 @@ def deliver(
             report.written.append(path)
         return report
 
+    mails = composed()
+    first = next(mails, None)
+    if first is None:
+        return report
     with _connect(settings) as smtp:
         envelope_from = _envelope_address(settings.sender)
-        for n, (certification, token, message) in enumerate(ready):
+        for certification, token, message in itertools.chain([first], mails):
             address = message["To"]
             # The hash is stored before the mail leaves, so the link works at once.
             certification.delivery_token_sha256 = hash_token(token)
@@ -436,11 +450,14 @@ def deliver(
             try:
                 smtp.send_message(message, from_addr=envelope_from, to_addrs=[address])
             except smtplib.SMTPServerDisconnected:
-                for left, _, left_message in ready[n:]:
-                    left.delivery_token_sha256 = None
-                    report.refused.append(
-                        (left_message["To"], "the mail server closed the connection")
-                    )
+                certification.delivery_token_sha256 = None
+                report.refused.append((address, "the mail server closed the connection"))
+                # The ones not composed yet are not sent either (ordered by id).
+                for left in pending(event):
+                    if left.id > certification.id:
+                        report.refused.append(
+                            (_address_of(left), "the mail server closed the connection")
+                        )
                 db.session.commit()
                 break
             except (smtplib.SMTPException, OSError) as problem:
