@@ -25,7 +25,9 @@ with app.app_context():
     db.session.commit()
     db.session.remove()
 client = app.test_client()
-with open(os.path.join(mount, "filler"), "wb") as filler:
+# Unbuffered: a write that hits the full disk leaves nothing behind for
+# close() to flush (which would raise again outside the try).
+with open(os.path.join(mount, "filler"), "wb", buffering=0) as filler:
     try:
         while True:
             filler.write(b"\0" * 65536)
