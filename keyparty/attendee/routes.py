@@ -118,9 +118,11 @@ def set_language(code: str):
 @no_store
 def register(event_id: str):
     if request.method == "POST":
-        address = request.remote_addr
-        limited = _too_fast(f"register:{address}", 10, 60) or _too_fast(
-            f"register-hour:{address}", 60, 3600
+        config = current_app.config
+        limited = _too_fast(
+            f"register:{request.remote_addr}",
+            config["REGISTRATION_LIMIT"],
+            config["REGISTRATION_WINDOW_SECONDS"],
         )
         if limited:
             return limited
