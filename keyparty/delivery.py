@@ -357,6 +357,9 @@ def compose(
     return outer
 
 
+# Outbox mails whose tokens are committed together (see deliver()).
+OUTBOX_BATCH = 50
+
 # Letters are quoted-printable UTF-8: readable as text, 7-bit safe.
 _UTF8 = Charset("utf-8")
 _UTF8.body_encoding = QP
@@ -455,7 +458,7 @@ def deliver(
             yield certification, token, message
 
     if settings is None:
-        for certification, token, message in composed():
+        for n, (certification, token, message) in enumerate(composed(), 1):
             report.outbox = outbox
             outbox.mkdir(parents=True, exist_ok=True)
             path = outbox / f"{event.id}-{certification.id}.eml"
@@ -465,8 +468,13 @@ def deliver(
             os.replace(partial, path)
             certification.delivery_token_sha256 = hash_token(token)
             certification.delivered_at = utcnow()
-            db.session.commit()
+            # Committed in batches: a file is only handed over when the run
+            # ends, and after a crash the next run writes the mails whose
+            # tokens were not stored again, under the same names.
+            if n % OUTBOX_BATCH == 0:
+                db.session.commit()
             report.written.append(path)
+        db.session.commit()
         return report
 
     mails = composed()
