@@ -210,11 +210,16 @@ def verification_clock(day, number: int, second: bool) -> datetime:
 
 
 def build_event(
-    instance: Path, name: str, target_keys: bytes, signer_keys: bytes, signers: list[str]
+    instance: Path,
+    name: str,
+    target_keys: bytes,
+    signer_keys: bytes,
+    signers: list[str],
+    context: str = "identity",
 ) -> Party:
     """A real event up to signing: registered, frozen, confirmed, verified, bundles made.
 
-    Every signer verifies every user ID of every target (identity, photo-id).
+    Every signer verifies every user ID of every target (`context`, photo-id).
     """
     from keyparty import create_app
     from keyparty import events
@@ -255,7 +260,7 @@ def build_event(
                 for position, user_id in enumerate(key.user_ids):
                     now = verification_clock(today, number, position > 0)
                     made, refusal = verification.record(
-                        signer, signer, user_id, "identity", "photo-id", now
+                        signer, signer, user_id, context, "photo-id", now
                     )
                     assert refusal is None, refusal
         session.expire_on_commit = True

@@ -51,6 +51,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["TRUSTED_HOSTS"] = TrustedHosts(
             app.config.get("PUBLIC_URL"), app.config.get("TRUSTED_HOSTS_EXTRA")
         )
+    register_proxy(app)
     register_extensions(app)
     register_blueprints(app)
     register_database_retries(app)
@@ -149,6 +150,18 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     storage.init_app(app)
     ratelimit.init_app(app)
+
+
+def register_proxy(app: Flask) -> None:
+    """Behind PROXY_HOPS reverse proxies (KEYPARTY_PROXY_HOPS), take the client's
+    address, scheme, host and port from their X-Forwarded-* headers: the host
+    pages then see the real client (not the proxy's loopback address) and
+    links are made with https."""
+    hops = app.config.get("PROXY_HOPS") or 0
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
 
 
 def register_database_retries(app: Flask) -> None:

@@ -32,6 +32,7 @@ from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
 from keyparty.gpg import default_gnupg_home
 from keyparty.migrations import SchemaMismatch
+from keyparty.network import exposure_warning
 from keyparty.network import lan_addresses
 from keyparty.network import public_base_url
 from keyparty.partylist import group_digest
@@ -409,6 +410,9 @@ def serve_command(
     _check_and_repair_homes()
     scheme = "https" if tls_cert else "http"
     click.echo(_schema_line())
+    warning = exposure_warning(host, bool(tls_cert))
+    if warning:
+        click.echo(warning, err=True)
     click.echo(f"Host pages (on this laptop only): {scheme}://localhost:{port}/host/")
     for address in lan_addresses() if host in ("0.0.0.0", "::") else [host]:
         click.echo(f"Phones on the local network:      {scheme}://{address}:{port}/")

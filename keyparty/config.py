@@ -52,6 +52,10 @@ def settings_from_env(instance: Path) -> dict:
         # More names the server is reached by (comma-separated), besides
         # localhost, the LAN addresses and PUBLIC_URL's; other Host headers get 400.
         "TRUSTED_HOSTS_EXTRA": env.get("KEYPARTY_TRUSTED_HOSTS") or None,
+        # Behind a reverse proxy: how many proxies in front set X-Forwarded-For,
+        # -Proto, -Host and -Port (werkzeug's ProxyFix trusts that many); 0
+        # trusts none, so no client can claim another address.
+        "PROXY_HOPS": int(env.get("KEYPARTY_PROXY_HOPS") or 0),
         "GPG_BINARY": env.get("KEYPARTY_GPG") or "gpg",
         # C3 delivery; the SMTP password is read from KEYPARTY_SMTP_PASSWORD only.
         "SMTP_HOST": env.get("KEYPARTY_SMTP_HOST") or None,

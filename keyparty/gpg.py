@@ -457,6 +457,18 @@ class GnuPGHome:
                 outcome.counts = dict(zip(names.split(), map(int, parts), strict=False))
         return outcome
 
+    def delete_keys(self, fingerprints: Iterable[str]) -> bool:
+        """Delete these public keys (full fingerprints, so nothing else matches).
+
+        True when gpg did; False when it would not (a secret part is there, or
+        a fingerprint is unknown): the caller then starts from a clean copy.
+        """
+        wanted = list(fingerprints)
+        if not wanted:
+            return True
+        run = self._run(["--yes", "--delete-keys", *wanted])
+        return run.returncode == 0
+
     def list_keys(self, fingerprints: Iterable[str] | None = None) -> list[KeyRecord]:
         """Typed records of the keys in this home (all, or those named)."""
         wanted = list(fingerprints) if fingerprints is not None else []

@@ -114,3 +114,35 @@ def local_path(target: str | None, default: str = "/") -> str:
     if parts.scheme or parts.netloc:
         return default
     return target
+
+
+def exposure_warning(host: str, tls: bool, addresses: list[str] | None = None) -> str | None:
+    """A warning for `keyparty serve` listening beyond the local network without TLS.
+
+    `host` is the address it binds ("0.0.0.0" or "::": every interface, whose
+    addresses are `addresses`, by default lan_addresses()). Returns None when
+    it serves HTTPS, or when every address it answers on is loopback or
+    private (RFC 1918, link-local, …: Python's `ipaddress` is_global is
+    false); otherwise one paragraph naming the public addresses and what to do.
+    """
+    if tls:
+        return None
+    if host in ("0.0.0.0", "::", ""):
+        candidates = lan_addresses() if addresses is None else addresses
+    else:
+        candidates = [host.strip("[]")]
+    public = []
+    for address in candidates:
+        try:
+            if ipaddress.ip_address(address.split("%")[0]).is_global:
+                public.append(address)
+        except ValueError:
+            continue  # a host name: whoever chose it knows where it points
+    if not public:
+        return None
+    return (
+        f"Warning: serving plain HTTP on {', '.join(public)}, which is reachable beyond the "
+        "local network: join links, sessions and signing tokens would cross it unencrypted. "
+        "Serve HTTPS (--tls-cert FILE --tls-key FILE), or listen on 127.0.0.1 behind a TLS "
+        "reverse proxy with KEYPARTY_PROXY_HOPS=1 (README: Running on a server)."
+    )

@@ -28,6 +28,7 @@ from keyparty import publishing
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
 from keyparty.gpg import KeyRecord
+from keyparty.gpg import StagedHome
 from keyparty.models import Attendee
 from keyparty.models import Event
 from keyparty.models import Key
@@ -227,7 +228,7 @@ def _check_candidates(
 
 
 def _import_and_check(
-    stage: GnuPGHome,
+    stage: StagedHome,
     candidates: list[_Candidate],
     event: Event,
     now: datetime,
@@ -263,12 +264,20 @@ def _import_and_check(
             )
         else:
             accepted[fingerprint] = record
-    if len(accepted) < len(records):
-        # Some refused key reached the stage: start again without it, so an
-        # update that was refused cannot leave its traces either.
-        stage.reset()
-        keep = [c.block.data for c in candidates if c.block.fingerprint in accepted]
-        stage.import_keys(b"".join(keep))
+    refused = [f for f in outcome.imported if f not in accepted]
+    if refused:
+        # Some refused key reached the stage: take it out again, and put back
+        # as the event home held it a key that the refused input updated, so
+        # a refused update leaves no trace. Only the refused keys are
+        # touched: the accepted ones are not imported a second time.
+        held = [r.fingerprint for r in stage.origin.list_keys(refused)]
+        if stage.delete_keys(refused):
+            if held:
+                stage.import_keys(stage.origin.export(held), options=None)
+        else:
+            stage.reset()
+            keep = [c.block.data for c in candidates if c.block.fingerprint in accepted]
+            stage.import_keys(b"".join(keep))
     return accepted
 
 
