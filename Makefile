@@ -10,7 +10,7 @@ STAMP   := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 
-.PHONY: setup system system-run system-test run test lint format bench fixtures clean
+.PHONY: setup system system-run system-test run test lint format bench fixtures fuzz clean
 
 setup: system-run $(STAMP)
 
@@ -65,6 +65,10 @@ format: setup
 
 test: system-test setup lint
 	$(BIN)/pytest
+
+# The packet reader fuzz test for longer than `make test` runs it (about ten minutes).
+fuzz: setup
+	KEYPARTY_FUZZ_EXAMPLES=20000 $(BIN)/pytest -q tests/test_fuzz.py
 
 bench: setup
 	$(BIN)/python bench/import.py

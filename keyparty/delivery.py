@@ -18,14 +18,12 @@ import os
 import secrets
 import smtplib
 import ssl
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import UTC
 from datetime import datetime
 from email import policy
-from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.message import MIMEPart
@@ -38,9 +36,13 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy import update
 
+from keyparty.addresses import Mailbox
+from keyparty.addresses import mailbox
+from keyparty.escaping import one_line
 from keyparty.events import event_home
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGError
+from keyparty.gpg import NoEncryptionKey
 from keyparty.models import Certification
 from keyparty.models import Event
 from keyparty.models import UserID
@@ -168,6 +170,7 @@ def _waiting(event: Event):
             Certification.context == "email",
             Certification.owner_decision.is_(None),
             Certification.delivered_at.is_(None),
+            Certification.delivery_failed_at.is_(None),
             Certification.armored.is_not(None),
         )
         .order_by(Certification.id)
@@ -189,37 +192,20 @@ def _skipped_no_address(event: Event) -> int:
 
 # -- composing -----------------------------------------------------------------
 
-# Bidirectional overrides can make a name read as another in the mail.
-_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+class Undeliverable(DeliveryError):
+    """This one mail can never go out as it is (no address, no encryption key, a
+    server without SMTPUTF8 for a non-ASCII address): it is marked failed and not
+    tried again; its owner can still accept the certification on their page."""
 
 
-def _plain(text: str | None) -> str:
-    """Text from strangers (user IDs, names) made safe to print on one line."""
-    out = []
-    for char in text or "":
-        category = unicodedata.category(char)
-        if char in _BIDI_CONTROLS or category in ("Cc", "Cs", "Co", "Cn"):
-            out.append("\ufffd")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def _one_line(text: str, limit: int = 150) -> str:
-    text = _plain(" ".join((text or "").split()))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _recipient(certification: Certification) -> str:
-    """The certified user ID's own address, checked to be one plain address."""
+def _recipient(certification: Certification) -> Mailbox:
+    """The certified user ID's own address (keyparty.addresses), checked."""
     address = (certification.user_id.email if certification.user_id else None) or ""
-    try:
-        parsed = Address(addr_spec=address)
-    except (ValueError, IndexError, HeaderParseError):
-        parsed = None
-    if parsed is None or parsed.addr_spec != address or any(c.isspace() for c in address):
-        raise DeliveryError(f"{_one_line(address)!r} is not an address mail can be sent to.")
-    return address
+    found = mailbox(address)
+    if found is None:
+        raise Undeliverable(f"{one_line(address)!r} is not an address mail can be sent to")
+    return found
 
 
 def confirm_url(base_url: str, token: str) -> str:
@@ -229,13 +215,13 @@ def confirm_url(base_url: str, token: str) -> str:
 def _letter(event: Event, certification: Certification, address: str, link: str) -> str:
     fingerprint = certification.key.fingerprint
     signer = certification.signer
-    signer_name = _one_line(signer.name) if signer else "An attendee"
+    signer_name = one_line(signer.name) if signer else "An attendee"
     issuer = (
         group_fingerprint(certification.issuer_fingerprint)
         if certification.issuer_fingerprint
         else ""
     )
-    event_name = _one_line(event.name)
+    event_name = one_line(event.name)
     when = f" on {event.date.isoformat()}" if event.date else ""
     expires = (
         f"It expires on {certification.expires.date().isoformat()}."
@@ -252,7 +238,7 @@ This message comes from keyparty, the key-signing tool of the event
 {signer_name} met you at {event_name} and certified this user ID of your
 key {group_fingerprint(fingerprint)}:
 
-    {_one_line(certification.user_id_text or "", 500)}
+    {one_line(certification.user_id_text or "", 500)}
 
 in the "email" context: the certification states that the key holder
 controls the address {address}. {expires}
@@ -285,7 +271,8 @@ def compose(
 ) -> EmailMessage:
     """One PGP/MIME (RFC 3156) mail for one certification, to the address of
     its user ID only, encrypted to the certified key."""
-    address = _recipient(certification)
+    recipient = _recipient(certification)
+    address = recipient.addr_spec
     fingerprint = certification.key.fingerprint
 
     inner = MIMEPart()
@@ -300,7 +287,10 @@ def compose(
     )
     home = event_home(event)
     with home.locked():
-        ciphertext = home.encrypt(inner.as_bytes(policy=policy.SMTP), fingerprint)
+        try:
+            ciphertext = home.encrypt(inner.as_bytes(policy=policy.SMTP), fingerprint)
+        except NoEncryptionKey as problem:
+            raise Undeliverable(str(problem)) from None
 
     control = MIMEPart()
     control.set_content(
@@ -322,8 +312,10 @@ def compose(
     sender_domain = (_envelope_address(sender) or DEFAULT_SENDER).rpartition("@")[2]
     outer = EmailMessage()
     outer["From"] = sender
-    outer["To"] = address
-    outer["Subject"] = f"Your key was certified at {_one_line(event.name, 120)}"
+    # The domain in IDNA A-labels; a non-ASCII local part stays as it is and
+    # needs SMTPUTF8 (checked when sending).
+    outer["To"] = Address(username=recipient.local, domain=recipient.ascii_domain)
+    outer["Subject"] = f"Your key was certified at {one_line(event.name, 120)}"
     outer["Date"] = format_datetime(datetime.now(UTC))
     outer["Message-ID"] = make_msgid(domain=sender_domain)
     outer["MIME-Version"] = "1.0"
@@ -338,34 +330,56 @@ def compose(
 @dataclass
 class DeliveryReport:
     """What deliver() did. `sent` holds the certifications mailed over SMTP,
-    `written` the .eml files left in the outbox, `refused` (address, reason)
-    for each mail that did not go out (it stays pending and is retried)."""
+    `written` the .eml files left in the outbox (written, not delivered: keyparty
+    cannot know whether the host sends them), `failed` (address, why) for each mail
+    that can never go out (marked failed, not tried again), `deferred` (address,
+    why) for each mail the server did not take now (tried again next time)."""
 
     sent: list[Certification] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
-    refused: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    deferred: list[tuple[str, str]] = field(default_factory=list)
     skipped_no_address: int = 0
     outbox: Path | None = None
 
     @property
-    def summary(self) -> str:
+    def refused(self) -> list[tuple[str, str]]:
+        return self.failed + self.deferred
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed and nothing was put off."""
+        return not (self.failed or self.deferred)
+
+    @property
+    def lines(self) -> list[str]:
+        """One sentence a line; each may hold an address, so escape it for where it goes."""
         lines = []
         if self.sent:
             lines.append(f"Sent {len(self.sent)} encrypted certification mail(s).")
         if self.written:
             lines.append(
                 f"No SMTP server is configured (KEYPARTY_SMTP_HOST): wrote {len(self.written)} "
-                f"encrypted mail(s) as .eml files into {self.outbox}. Send them from a mail "
-                "program, e.g. `sendmail -t < FILE` for each file; they are marked delivered."
+                f"encrypted mail(s) as .eml files into {self.outbox}. They are written, not "
+                "delivered: send each from a mail program, e.g. `sendmail -t < FILE`."
             )
-        for address, reason in self.refused:
-            lines.append(f"Not sent to {address}: {reason} (it will be tried again).")
+        for address, reason in self.failed:
+            lines.append(
+                f"Failed, not sent to {address}: {reason}. It will not be tried again; the "
+                "owner can still accept the certification on their page."
+            )
+        for address, reason in self.deferred:
+            lines.append(f"Not sent to {address} now: {reason}. It will be tried again.")
         if self.skipped_no_address:
             lines.append(
                 f"{self.skipped_no_address} email certification(s) on user IDs without an "
                 "address are never mailed (C3)."
             )
-        return "\n".join(lines) or "Nothing to deliver."
+        return lines or ["Nothing to deliver."]
+
+    @property
+    def summary(self) -> str:
+        return "\n".join(self.lines)
 
 
 def describe(report: DeliveryReport) -> str:
@@ -373,8 +387,17 @@ def describe(report: DeliveryReport) -> str:
     return report.summary
 
 
+def _fail(certification: Certification, report: DeliveryReport, why: str) -> None:
+    """Mark one mail as never deliverable, with why, once."""
+    certification.delivery_failed_at = utcnow()
+    certification.delivery_error = why
+    certification.delivery_token_sha256 = None
+    db.session.commit()
+    report.failed.append((_address_of(certification), why))
+
+
 def _address_of(certification: Certification) -> str:
-    return _one_line((certification.user_id.email if certification.user_id else None) or "?")
+    return one_line((certification.user_id.email if certification.user_id else None) or "?")
 
 
 def deliver(
@@ -402,8 +425,11 @@ def deliver(
         token = secrets.token_urlsafe(24)
         try:
             message = compose(event, certification, token, base_url, sender)
-        except (DeliveryError, GnuPGError) as problem:
-            report.refused.append((_address_of(certification), str(problem)))
+        except Undeliverable as problem:
+            _fail(certification, report, str(problem))
+            continue
+        except GnuPGError as problem:
+            report.deferred.append((_address_of(certification), one_line(str(problem))))
             continue
         ready.append((certification, token, message))
     if not ready:
@@ -414,7 +440,8 @@ def deliver(
         outbox.mkdir(parents=True, exist_ok=True)
         for certification, token, message in ready:
             path = outbox / f"{event.id}-{certification.id}.eml"
-            path.write_bytes(message.as_bytes(policy=policy.default))
+            international = not str(message["To"]).isascii()
+            path.write_bytes(message.as_bytes(policy=policy.default.clone(utf8=international)))
             certification.delivery_token_sha256 = hash_token(token)
             certification.delivered_at = utcnow()
             db.session.commit()
@@ -423,8 +450,18 @@ def deliver(
 
     with _connect(settings) as smtp:
         envelope_from = _envelope_address(settings.sender)
+        smtputf8 = smtp.has_extn("smtputf8")
         for n, (certification, token, message) in enumerate(ready):
-            address = message["To"]
+            address = str(message["To"])
+            # smtplib adds SMTPUTF8 itself to a mail with a non-ASCII address.
+            if not address.isascii() and not smtputf8:
+                _fail(
+                    certification,
+                    report,
+                    "the address has a non-ASCII local part, which needs a mail server "
+                    "that offers SMTPUTF8, and this one does not",
+                )
+                continue
             # The hash is stored before the mail leaves, so the link works at once.
             certification.delivery_token_sha256 = hash_token(token)
             db.session.commit()
@@ -433,15 +470,17 @@ def deliver(
             except smtplib.SMTPServerDisconnected:
                 for left, _, left_message in ready[n:]:
                     left.delivery_token_sha256 = None
-                    report.refused.append(
-                        (left_message["To"], "the mail server closed the connection")
+                    report.deferred.append(
+                        (str(left_message["To"]), "the mail server closed the connection")
                     )
                 db.session.commit()
                 break
             except (smtplib.SMTPException, OSError) as problem:
                 certification.delivery_token_sha256 = None
                 db.session.commit()
-                report.refused.append((address, _smtp_reason(problem, address)))
+                # The server's answer may change (a full mailbox, a host who fixes
+                # the server): tried again on the next run.
+                report.deferred.append((address, _smtp_reason(problem, address)))
                 continue
             certification.delivered_at = utcnow()
             db.session.commit()
@@ -455,11 +494,11 @@ def _smtp_reason(problem: Exception, address: str) -> str:
         return f"{code} {_decode(text)}"
     if isinstance(problem, smtplib.SMTPResponseException):
         return f"{problem.smtp_code} {_decode(problem.smtp_error)}"
-    return _one_line(str(problem)) or type(problem).__name__
+    return one_line(str(problem)) or type(problem).__name__
 
 
 def _decode(text: bytes | str) -> str:
-    return _one_line(text.decode("utf-8", "replace") if isinstance(text, bytes) else text)
+    return one_line(text.decode("utf-8", "replace") if isinstance(text, bytes) else text)
 
 
 def _connect(settings: SmtpSettings) -> smtplib.SMTP:
@@ -496,7 +535,7 @@ def _connect(settings: SmtpSettings) -> smtplib.SMTP:
     except TimeoutError:
         problem = "no answer in time; check SMTP_PORT and SMTP_SECURITY"
     except (smtplib.SMTPException, OSError) as error:
-        problem = _one_line(str(error)) or type(error).__name__
+        problem = one_line(str(error)) or type(error).__name__
     if smtp is not None:
         smtp.close()
     raise DeliveryError(f"Cannot send mail through {where}: {problem}. Nothing was sent.")

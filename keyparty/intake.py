@@ -9,6 +9,7 @@ self-signatures, the certification), are merged into the event keyring.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ class _Candidate:
     signature: openpgp.Signature
     digest: str
 
-    @property
+    @functools.cached_property
     def minimal(self) -> bytes:
         return openpgp.minimal_key(self.block, self.user_id, [self.signature])
 
@@ -168,7 +169,7 @@ def _read_uploads(
     candidates = []
     for source, data in uploads:
         try:
-            blocks = openpgp.read_keys(data)
+            blocks = openpgp.read_keys(data, openpgp.CERTIFICATION_LABELS)
         except openpgp.KeyMaterialRefused as problem:
             refusal = Refusal("input", str(problem))
             outcomes.append(Outcome(source, "refused", rule="input", refusal=refusal))
