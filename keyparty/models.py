@@ -11,16 +11,25 @@ from datetime import date
 from datetime import datetime
 
 from sqlalchemy import JSON
+from sqlalchemy import Column
 from sqlalchemy import ForeignKey
+from sqlalchemy import Integer
 from sqlalchemy import String
+from sqlalchemy import Table
 from sqlalchemy import Text
 from sqlalchemy import UniqueConstraint
+from sqlalchemy import true
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
 
 from keyparty.extensions import db
 from keyparty.rules import Refusal
+
+# Releases before the Alembic migrations read the version here and refuse any
+# but their own (1); keyparty.migrations keeps it at 2 so they still refuse a
+# database that a later keyparty upgraded.
+schema_marker = Table("keyparty_schema", db.metadata, Column("version", Integer, nullable=False))
 
 
 def utcnow() -> datetime:
@@ -98,7 +107,7 @@ class Key(db.Model):
     expires: Mapped[datetime | None]
     armored: Mapped[str] = mapped_column(Text)
     # A live subkey (or the primary) can encrypt: mail can reach the owner (C3).
-    can_encrypt: Mapped[bool] = mapped_column(default=True)
+    can_encrypt: Mapped[bool] = mapped_column(default=True, server_default=true())
     # Place on the frozen party list, 1-based; None until the freeze.
     list_number: Mapped[int | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
