@@ -1188,6 +1188,22 @@ def minimal_key(block: KeyBlock, user_id: bytes, signatures: Sequence[Signature]
             signature.sig_type in _CERTIFICATIONS or signature.sig_type == _CERTIFICATION_REVOCATION
         ):
             raise ValueError("only certifications and their revocations can be added")
+    parts = list(_own_parts(block, user_id))
+    seen = set(parts)
+    for signature in signatures:
+        if signature.raw not in seen:
+            seen.add(signature.raw)
+            parts.append(signature.raw)
+    return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=256)
+def _own_parts(block: KeyBlock, user_id: bytes) -> tuple[bytes, ...]:
+    """The packets a minimal key of `block` for `user_id` starts with: the primary key,
+    its own direct-key signatures and revocations, the user ID, the key's own
+    signatures on it. Kept, so that a thousand certifications on one user ID cost a
+    thousand appends, not a thousand walks over the whole key."""
+    fingerprint = block.fingerprint or ""
     primary, direct, user_ids = _walk(block)
     matching = [uid for uid in user_ids if uid.user_id == user_id]
     if not matching:
@@ -1199,13 +1215,19 @@ def minimal_key(block: KeyBlock, user_id: bytes, signatures: Sequence[Signature]
         if s.sig_type in (_DIRECT_KEY, _KEY_REVOCATION) and _is_self(s, fingerprint)
     )
     parts.append(matching[0].user_id_raw)
-    seen: set[bytes] = set()
-    chosen = [s for uid in matching for s in uid.signatures if _is_self(s, fingerprint)]
-    for signature in [*chosen, *signatures]:
-        if signature.raw not in seen:
+    seen = set(parts)
+    for signature in (s for uid in matching for s in uid.signatures):
+        if len(parts) >= _MAX_OWN_PARTS:
+            break  # nothing here is verified: a flood of "self" claims is cut short
+        if _is_self(signature, fingerprint) and signature.raw not in seen:
             seen.add(signature.raw)
             parts.append(signature.raw)
-    return b"".join(parts)
+    return tuple(parts)
+
+
+# A real key has a handful of self-signatures on a user ID (one per expiry change);
+# the minimal key keeps at most this many packets of the key's own.
+_MAX_OWN_PARTS = 64
 
 
 def keep_user_ids(block: KeyBlock, keep: Callable[[bytes], bool]) -> bytes:
