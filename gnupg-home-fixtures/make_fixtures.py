@@ -1299,6 +1299,14 @@ class StrangeFixtures:
         self.manifest[name] = entry
         return entry
 
+    def with_user_ids(self, uids: list[str]) -> str:
+        """A new ed25519 key with a cv25519 encryption subkey and these user IDs."""
+        fpr = gen_key(self.home, uids[0])
+        add_subkey(self.home, fpr)
+        for uid in uids[1:]:
+            add_uid(self.home, fpr, uid)
+        return fpr
+
     def make(self) -> None:
         home = self.home
         # Exact user IDs that gpg can address with --quick-sign-key FPR '=UID'.
@@ -1309,10 +1317,7 @@ class StrangeFixtures:
             "=Equals Leading <equals@example.org>",
             "Back\\slash \\n <backslash@example.org>",
         ]
-        fpr = gen_key(home, uids[0])
-        add_subkey(home, fpr)
-        for uid in uids[1:]:
-            add_uid(home, fpr, uid)
+        fpr = self.with_user_ids(uids)
         self.key(
             "exact-uids",
             fpr,
@@ -1326,9 +1331,7 @@ class StrangeFixtures:
             "Eve \x1b[2J\x1b]0;pwned\x07Escape <eve@example.org>",
             "Bidi \u202eevil\u202c <bidi@example.org>",
         ]
-        fpr = gen_key(home, uids[0])
-        add_subkey(home, fpr)
-        add_uid(home, fpr, uids[1])
+        fpr = self.with_user_ids(uids)
         self.key(
             "escapes",
             fpr,
@@ -1401,10 +1404,7 @@ class StrangeFixtures:
             "Two Ats <a@b@example.org>",
             "ursula.bare@example.net",
         ]
-        fpr = gen_key(home, uids[0])
-        add_subkey(home, fpr)
-        for uid in uids[1:]:
-            add_uid(home, fpr, uid)
+        fpr = self.with_user_ids(uids)
         self.key(
             "addresses",
             fpr,
@@ -1414,9 +1414,7 @@ class StrangeFixtures:
             emails=[None, "ursula@example.org", None, None, None, "ursula.bare@example.net"],
         )
         uids = ["Ida IDN <ida@bücher.example>", "Ümit Utf8 <ümit@example.org>"]
-        fpr = gen_key(home, uids[0])
-        add_subkey(home, fpr)
-        add_uid(home, fpr, uids[1])
+        fpr = self.with_user_ids(uids)
         self.key(
             "international",
             fpr,

@@ -1100,15 +1100,16 @@ def _signature(buf: bytes, start: int, body_start: int, end: int) -> Signature:
     )
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=8)
 def _walk(
     block: KeyBlock,
 ) -> tuple[bytes, tuple[Signature, ...], tuple[UserIDSignatures, ...]]:
     """(primary key packet, signatures before the first user ID, user IDs) of `block`.
 
-    Kept for the last blocks read: a minimal key is built once per certification,
-    and re-reading a key with a thousand certifications for each would be
-    quadratic (the block's bytes hash once; CPython caches a bytes hash).
+    Kept for the last few blocks read (intake takes a key's certifications one
+    after another): a minimal key is built once per certification, and re-reading
+    a key with a thousand certifications for each would be quadratic (the block's
+    bytes hash once; CPython caches a bytes hash).
     """
     buf = block.data
     packets = _packets(buf)
@@ -1197,7 +1198,7 @@ def minimal_key(block: KeyBlock, user_id: bytes, signatures: Sequence[Signature]
     return b"".join(parts)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=8)
 def _own_parts(block: KeyBlock, user_id: bytes) -> tuple[bytes, ...]:
     """The packets a minimal key of `block` for `user_id` starts with: the primary key,
     its own direct-key signatures and revocations, the user ID, the key's own

@@ -5,9 +5,7 @@ line (issue 11, items 5, 7 and 8). Real gpg in the signer's own home throughout.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -28,27 +26,23 @@ from tests.conftest import fingerprint_of
 from tests.conftest import key_bytes
 from tests.conftest import record
 from tests.conftest import short_tempdir
+from tests.test_signing import sign
 
 BASE_URL = "http://keyparty.test:8000"
 
 
-def sign(*args, env_extra=None, drop=()):
-    env = {**os.environ, **(env_extra or {})}
-    for name in drop:
-        env.pop(name, None)
-    return subprocess.run(
-        [sys.executable, "-m", "keyparty", "sign", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        timeout=300,
-    )
+def sign_bundle(bundle: dict, digest: str, home: GnuPGHome, tmp_path: Path, *more: str):
+    """`keyparty sign BUNDLE` with this bundle, in the signer's own home."""
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(bundle))
+    args = [str(path), "--homedir", str(home.path), "--digest", digest]
+    return sign(*args, "--out", str(tmp_path / "out"), *more)
 
 
-def write_bundle(event, name, path: Path) -> Path:
-    path.write_text(json.dumps(bundle_for(attendee_named(event, name), BASE_URL)))
-    return path
+def sign_offline(event, name: str, home: GnuPGHome, tmp_path: Path):
+    """`keyparty sign BUNDLE --no-upload` as attendee `name`."""
+    bundle = bundle_for(attendee_named(event, name), BASE_URL)
+    return sign_bundle(bundle, event.partylist_sha256, home, tmp_path, "--no-upload")
 
 
 def own_home(*files: str) -> GnuPGHome:
@@ -74,15 +68,7 @@ def test_primary_secret_key_offline_is_said_and_nothing_is_certified(signing_eve
     home = GnuPGHome(short_tempdir("kps"), agent=True)
     home.import_keys(subkeys_only, options=None)
     try:
-        bundle = write_bundle(signing_event, "Alice", tmp_path / "bundle.json")
-        result = sign(
-            str(bundle),
-            "--homedir",
-            str(home.path),
-            "--digest",
-            signing_event.partylist_sha256,
-            "--no-upload",
-        )
+        result = sign_offline(signing_event, "Alice", home, tmp_path)
     finally:
         kill_agent(home)
     assert result.returncode == 1, result
@@ -102,18 +88,11 @@ def test_pinentry_without_a_terminal_says_gpg_tty_or_passphrase_fd(
     )
     assert not victor.rejected
     _verify_and_start_signing(event, "Victor", "Alice")
+    for name in ("GPG_TTY", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
     home = own_home("victor.secret.asc")
     try:
-        bundle = write_bundle(event, "Victor", tmp_path / "bundle.json")
-        result = sign(
-            str(bundle),
-            "--homedir",
-            str(home.path),
-            "--digest",
-            event.partylist_sha256,
-            "--no-upload",
-            drop=("GPG_TTY", "DISPLAY", "WAYLAND_DISPLAY"),
-        )
+        result = sign_offline(event, "Victor", home, tmp_path)
     finally:
         kill_agent(home)
     assert result.returncode == 1, result
@@ -158,15 +137,7 @@ def test_a_certified_key_that_expired_is_named_not_the_signing_key(app, event, t
     time.sleep(9)
     home = own_home("alice.secret.asc")
     try:
-        bundle = write_bundle(event, "Alice", tmp_path / "bundle.json")
-        run = sign(
-            str(bundle),
-            "--homedir",
-            str(home.path),
-            "--digest",
-            event.partylist_sha256,
-            "--no-upload",
-        )
+        run = sign_offline(event, "Alice", home, tmp_path)
     finally:
         kill_agent(home)
     assert run.returncode == 1, run
@@ -178,18 +149,8 @@ def test_a_certified_key_that_expired_is_named_not_the_signing_key(app, event, t
 def test_some_failed_exits_non_zero_and_says_how_many(signing_event, alice_home, tmp_path):
     bundle = bundle_for(attendee_named(signing_event, "Alice"), BASE_URL)
     bundle["verifications"][0]["user_id"] = "Not On The Key <x@example.org>"
-    path = tmp_path / "bundle.json"
-    path.write_text(json.dumps(bundle))
-    result = sign(
-        str(path),
-        "--homedir",
-        str(alice_home.path),
-        "--digest",
-        signing_event.partylist_sha256,
-        "--no-upload",
-        "--out",
-        str(tmp_path / "out"),
-    )
+    digest = signing_event.partylist_sha256
+    result = sign_bundle(bundle, digest, alice_home, tmp_path, "--no-upload")
     assert result.returncode == 1, result
     assert "made 3, skipped 0, failed 1" in result.stdout
     assert "1 of 4 certifications failed" in result.stderr
@@ -224,19 +185,9 @@ def test_renewal_at_a_second_event_makes_a_new_certification(signing_event, alic
 
 def test_a_bundle_naming_another_server_is_refused(signing_event, alice_home, tmp_path):
     bundle = bundle_for(attendee_named(signing_event, "Alice"), "http://evil.example:8000")
-    path = tmp_path / "bundle.json"
-    path.write_text(json.dumps(bundle))
-    result = sign(
-        str(path),
-        "--homedir",
-        str(alice_home.path),
-        "--token",
-        "secret-token",
-        "--server",
-        f"{BASE_URL}/e/{signing_event.id}",
-        "--digest",
-        signing_event.partylist_sha256,
-    )
+    server = f"{BASE_URL}/e/{signing_event.id}"
+    digest = signing_event.partylist_sha256
+    result = sign_bundle(bundle, digest, alice_home, tmp_path, "--token", "t", "--server", server)
     assert result.returncode == 1
     assert "This bundle is for http://evil.example:8000" in result.stderr
     assert "only to the server you name" in result.stderr
@@ -245,18 +196,9 @@ def test_a_bundle_naming_another_server_is_refused(signing_event, alice_home, tm
 def test_a_bundle_file_with_a_token_but_no_server_uploads_nowhere(
     signing_event, alice_home, tmp_path
 ):
-    path = write_bundle(signing_event, "Alice", tmp_path / "bundle.json")
-    result = sign(
-        str(path),
-        "--homedir",
-        str(alice_home.path),
-        "--token",
-        "secret-token",
-        "--digest",
-        signing_event.partylist_sha256,
-        "--out",
-        str(tmp_path / "out"),
-    )
+    bundle = bundle_for(attendee_named(signing_event, "Alice"), BASE_URL)
+    digest = signing_event.partylist_sha256
+    result = sign_bundle(bundle, digest, alice_home, tmp_path, "--token", "secret-token")
     assert result.returncode == 1
     assert "Not uploaded (--server EVENT-ADDRESS missing)" in result.stderr
     assert len(list((tmp_path / "out").iterdir())) == 4
