@@ -5,6 +5,7 @@ real gpg, intake, export and delivery."""
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import date
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from tests.conftest import FIXTURES
 from tests.conftest import at
 from tests.conftest import attendee_named
 from tests.conftest import key_bytes
+from tests.conftest import short_tempdir
 from tests.test_delivery import smtp_server as smtp_server  # noqa: F401  (the fixture)
 
 STRANGE = json.loads((FIXTURES / "strange" / "strange.json").read_text(encoding="utf-8"))["keys"]
@@ -418,3 +420,55 @@ def test_a_mail_that_can_never_be_encrypted_fails_once_and_the_host_page_shows_i
     assert certification.delivery_failed_at is not None and certification.delivery_error
     again = delivery.deliver(event, "http://keyparty.test:8000", plain(port), tmp_path / "o")
     assert again.lines == ["Nothing to deliver."]
+
+
+def test_a_user_id_that_is_not_utf8_never_passes_for_a_registered_one_with_u_fffd(
+    event, alice_home, tmp_path
+):
+    """Intake matches user IDs on their bytes: "Jos\\xe9" decoded with replacement is
+    "Jos\\ufffd", the text of another user ID that is registered."""
+    from tests.test_intake_forgeries import gpg_as_signer
+
+    maker = [*gpg_as_signer(alice_home)[:1], "--homedir", str(short_tempdir("kpm"))]
+    maker += gpg_as_signer(alice_home)[3:]
+    registered = "Jos\ufffd Twin <jose@example.org>"
+    subprocess.run([*maker, "--quick-gen-key", registered, "ed25519"], check=True)
+    listing = subprocess.run([*maker, "--with-colons", "-k"], capture_output=True).stdout
+    target = next(f.split(b":")[9].decode() for f in listing.splitlines() if f[:3] == b"fpr")
+    twin = b"Jos\xe9 Twin <jose@example.org>"
+    subprocess.run(
+        [*(a.encode() for a in maker), b"--quick-add-uid", target.encode(), twin], check=True
+    )
+    full = subprocess.run([*maker, "--export", target], capture_output=True).stdout
+    [block] = openpgp.read_keys(full)
+    only_valid = openpgp.keep_user_ids(block, lambda uid: uid == registered.encode())
+    result = registration.register_keys(
+        event,
+        [("jose.asc", only_valid), ("alice.asc", key_bytes("alice"))],
+        events.event_home(event),
+    )
+    assert not result.rejected, [r.message for r in result.rejected]
+    for step in ("freeze", "start-verifying", "cool-off", "start-signing"):
+        assert events.take_step(event, step) is None
+    # Alice certifies the twin with her own gpg, and sends it as if for the registered one.
+    alice = gpg_as_signer(alice_home)
+    subprocess.run([*alice, "--import"], input=full, check=True, capture_output=True)
+    subprocess.run(
+        [*(a.encode() for a in alice), b"--quick-sign-key", target.encode(), b"=" + twin],
+        check=True,
+        capture_output=True,
+    )
+    [signed] = openpgp.read_keys(
+        subprocess.run([*alice, "--export", target], capture_output=True).stdout
+    )
+    entry = next(e for e in openpgp.user_id_signatures(signed) if e.user_id == twin)
+    mine = [s for s in entry.signatures if s.issuer_fingerprint != target]
+    upload = openpgp.minimal_key(signed, twin, mine)
+    outcomes = intake.take_in(event, [("twin.asc", upload)])
+    # Refused as not on the list: with the user IDs matched on replaced text it got as
+    # far as the event notation (D2), as if it were a certification of the registered one.
+    assert [(o.status, o.rule) for o in outcomes] == [("refused", "list")], [
+        o.message for o in outcomes
+    ]
+    home = events.event_home(event)
+    assert [u.raw for u in home.list_keys([target])[0].user_ids] == [registered.encode()]
