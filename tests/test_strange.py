@@ -472,3 +472,14 @@ def test_a_user_id_that_is_not_utf8_never_passes_for_a_registered_one_with_u_fff
     ]
     home = events.event_home(event)
     assert [u.raw for u in home.list_keys([target])[0].user_ids] == [registered.encode()]
+
+
+def test_the_registration_page_warns_a_key_that_cannot_receive_encrypted_mail(client, event):
+    for lang, words in (("en", "no usable encryption subkey"), ("ja", "暗号化用副鍵がない")):
+        client.get(f"/lang/{lang}")
+        page = client.post(
+            f"/e/{event.id}/register",
+            data={"name": "Sigrid", "key_text": strange_bytes("no-encryption").decode()},
+        )
+        assert page.status_code == 200, page.text
+        assert words in page.text
