@@ -36,6 +36,8 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy import update
 
+from keyparty import homes
+from keyparty import publishing
 from keyparty.addresses import Mailbox
 from keyparty.addresses import mailbox
 from keyparty.escaping import one_line
@@ -440,8 +442,11 @@ def deliver(
         outbox.mkdir(parents=True, exist_ok=True)
         for certification, token, message in ready:
             path = outbox / f"{event.id}-{certification.id}.eml"
+            # Whole or not at all: a crash never leaves half a mail to send.
+            partial = path.with_name(f".{path.name}.partial")
             international = not str(message["To"]).isascii()
-            path.write_bytes(message.as_bytes(policy=policy.default.clone(utf8=international)))
+            partial.write_bytes(message.as_bytes(policy=policy.default.clone(utf8=international)))
+            os.replace(partial, path)
             certification.delivery_token_sha256 = hash_token(token)
             certification.delivered_at = utcnow()
             db.session.commit()
@@ -545,7 +550,7 @@ def _connect(settings: SmtpSettings) -> smtplib.SMTP:
 
 
 def confirm(token: str) -> Certification | None:
-    """The owner followed the link: accept the certification, once.
+    """The owner followed the link: accept the certification, once, and publish it.
 
     None for an unknown, already used or malformed token.
     """
@@ -573,8 +578,11 @@ def confirm(token: str) -> Certification | None:
         .values(owner_decision="accepted", decided_at=utcnow(), delivery_token_sha256=None)
         .execution_options(synchronize_session=False)
     )
-    db.session.commit()
     if done.rowcount != 1:
+        db.session.rollback()
         return None
+    generation = homes.bump(certification.key.event, Event.published_generation)
+    db.session.commit()
     db.session.refresh(certification)
+    publishing.follow_decision(certification, None, generation)
     return certification
