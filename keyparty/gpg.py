@@ -106,10 +106,6 @@ class UserIDRecord:
         return self.text.encode("utf-8", "surrogateescape")
 
     @property
-    def is_utf8(self) -> bool:
-        return not any(0xDC80 <= ord(c) <= 0xDCFF for c in self.text)
-
-    @property
     def email(self) -> str | None:
         return email_of(self.text)
 
@@ -148,12 +144,10 @@ class KeyRecord:
 
     @property
     def can_encrypt(self) -> bool:
-        """A live subkey (or the primary key) can encrypt: mail can reach its owner."""
-        if "e" in self.capabilities.replace("E", "") and not (self.revoked or self.expired):
-            return True
-        return "E" in self.capabilities and any(
-            "e" in sub.capabilities and sub.alive for sub in self.subkeys
-        )
+        """Mail can be encrypted to this key: gpg's key-wide capability `E`, which it
+        sets only when the primary key or a subkey that is neither revoked nor
+        expired can encrypt (GnuPG doc/DETAILS, field 12)."""
+        return "E" in self.capabilities
 
     @property
     def algorithm_name(self) -> str:

@@ -20,6 +20,8 @@ from datetime import UTC
 from datetime import datetime
 from email.utils import parseaddr
 
+from flask import current_app
+from flask import has_app_context
 from sqlalchemy import func
 from sqlalchemy import select
 
@@ -268,9 +270,6 @@ def _check_candidates(
 
 
 def _max_user_ids() -> int:
-    from flask import current_app
-    from flask import has_app_context
-
     if has_app_context():
         return int(current_app.config.get("MAX_USER_IDS", keycheck.MAX_USER_IDS))
     return keycheck.MAX_USER_IDS
