@@ -483,3 +483,16 @@ def test_the_registration_page_warns_a_key_that_cannot_receive_encrypted_mail(cl
         )
         assert page.status_code == 200, page.text
         assert words in page.text
+
+
+def test_the_host_import_page_warns_a_key_that_cannot_receive_encrypted_mail(client, event):
+    import io
+
+    response = client.post(
+        f"/host/e/{event.id}/import",
+        data={"files": [(io.BytesIO(strange_bytes("no-encryption")), "sigrid.asc")]},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 200
+    assert "1 accepted, 0 refused" in response.text
+    assert "no usable encryption subkey" in response.text
