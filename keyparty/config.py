@@ -70,4 +70,10 @@ def settings_from_env(instance: Path) -> dict:
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "WTF_CSRF_TIME_LIMIT": None,
+        # Keys one client address may register per window (a room shares few addresses
+        # only behind NAT; raise it there).
+        "REGISTRATION_LIMIT": int(env.get("KEYPARTY_REGISTRATION_LIMIT") or 10),
+        # Every rate limit is multiplied by this (phones sharing one address).
+        "RATE_LIMIT_FACTOR": float(env.get("KEYPARTY_RATE_LIMIT_FACTOR") or 1),
+        "REGISTRATION_WINDOW_SECONDS": int(env.get("KEYPARTY_REGISTRATION_WINDOW") or 600),
     }

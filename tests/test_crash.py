@@ -77,7 +77,13 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "keyparty", "serve", "--host", "127.0.0.1"]
             + ["--port", str(self.port), "--per-address", "64"],
-            env={**os.environ, "KEYPARTY_INSTANCE": str(self.instance)},
+            # Rate limits outlive a kill (they are in the database): this
+            # one client registers more keys than a person would.
+            env={
+                **os.environ,
+                "KEYPARTY_INSTANCE": str(self.instance),
+                "KEYPARTY_REGISTRATION_LIMIT": "1000",
+            },
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -118,9 +118,11 @@ def set_language(code: str):
 @no_store
 def register(event_id: str):
     if request.method == "POST":
-        address = request.remote_addr
-        limited = _too_fast(f"register:{address}", 10, 60) or _too_fast(
-            f"register-hour:{address}", 60, 3600
+        config = current_app.config
+        limited = _too_fast(
+            f"register:{request.remote_addr}",
+            config["REGISTRATION_LIMIT"],
+            config["REGISTRATION_WINDOW_SECONDS"],
         )
         if limited:
             return limited
@@ -275,6 +277,34 @@ def signing_bundle():
     filename = f"keyparty-{attendee.event_id}-bundle.json"
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+@blueprint.route("/me/partylist.txt")
+def my_party_list():
+    """The frozen list for every attendee: their own copy to check with sha256sum."""
+    event = _require_me().event
+    if event.partylist is None:
+        abort(404)
+    return events.party_list_download(event)
+
+
+@blueprint.route("/e/<event_id>")
+def event_page(event_id: str):
+    """The public page of an event; the list is offered when the host published it."""
+    event = _event_or_404(event_id)
+    return render_template("event.html", event=event, published=_published(event))
+
+
+def _published(event: Event) -> bool:
+    return bool(event.publish_list and event.partylist is not None)
+
+
+@blueprint.route("/e/<event_id>/partylist.txt")
+def public_party_list(event_id: str):
+    event = _event_or_404(event_id)
+    if not _published(event):
+        abort(404)
+    return events.party_list_download(event)
 
 
 @blueprint.route("/e/<event_id>/policy")
