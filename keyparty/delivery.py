@@ -654,8 +654,9 @@ def party_list_mail(event: Event, attendee: Attendee, address: str, sender: str)
 @dataclass
 class ListMailReport(DeliveryReport):
     """What mail_party_list() did: `sent` holds the attendees mailed over SMTP,
-    `written` the .eml files, `refused` (address, reason) for each mail that did
-    not go out, `skipped_no_address` the attendees with no address to send to."""
+    `written` the .eml files, `deferred` (address, reason) for each mail that did
+    not go out (tried again next time; `refused` lists them too),
+    `skipped_no_address` the attendees with no address to send to."""
 
     @property
     def summary(self) -> str:
@@ -725,10 +726,10 @@ def mail_party_list(
             try:
                 smtp.send_message(message, from_addr=envelope_from, to_addrs=[address])
             except smtplib.SMTPServerDisconnected:
-                report.refused.append((address, "the mail server closed the connection"))
+                report.deferred.append((address, "the mail server closed the connection"))
                 break
             except (smtplib.SMTPException, OSError) as problem:
-                report.refused.append((address, _smtp_reason(problem, address)))
+                report.deferred.append((address, _smtp_reason(problem, address)))
                 continue
             attendee.list_mailed_at = utcnow()
             db.session.commit()

@@ -201,7 +201,7 @@ def test_a_bundle_file_with_a_token_but_no_server_uploads_nowhere(
     result = sign_bundle(bundle, digest, alice_home, tmp_path, "--token", "secret-token")
     assert result.returncode == 1
     assert "Not uploaded (--server EVENT-ADDRESS missing)" in result.stderr
-    assert len(list((tmp_path / "out").iterdir())) == 4
+    assert len(list((tmp_path / "out").glob("*.asc"))) == 4
 
 
 @pytest.mark.parametrize("event_url", ["http://elsewhere.example/e/x", "not a url"])
