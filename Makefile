@@ -11,7 +11,7 @@ STAMP   := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 
-.PHONY: setup system system-run system-test run test lint format bench fixtures clean \
+.PHONY: setup system system-run system-test run test lint format bench fixtures fuzz clean \
 	translations translations-extract translations-update translations-compile
 
 setup: system-run $(STAMP)
@@ -84,6 +84,10 @@ test: system-test setup lint
 	  esac; \
 	done
 
+# The packet reader fuzz test for longer than `make test` runs it (about ten minutes).
+fuzz: setup
+	KEYPARTY_FUZZ_EXAMPLES=20000 $(BIN)/pytest -q tests/test_fuzz.py
+
 bench: setup
 	$(BIN)/python bench/import.py
 	$(BIN)/python bench/phones.py
@@ -91,6 +95,7 @@ bench: setup
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/abuse.py
+	$(BIN)/python bench/reader.py
 
 # Translations (gettext, Babel): `make translations` extracts every marked sentence
 # (babel.cfg; keywords below: the gettext calls, the N_ marker and the sentence argument

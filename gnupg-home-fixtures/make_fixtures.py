@@ -1204,6 +1204,338 @@ def can_sign(home: GpgHome, path: Path, passphrase: str) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------
+# Strange keys (issue 11): strangers' bytes, written by `--only strange` into
+# strange/ with their own manifest strange/strange.json. This step never touches
+# attendees/, bad/, signups.csv or fixtures.json, which other tests depend on.
+
+STRANGE = ROOT / "strange"
+
+
+def edit_key(home: GpgHome, fpr: str, commands: list[str], faked_time: str | None = None) -> None:
+    """Drive `gpg --edit-key` through --command-fd (one answer a line)."""
+    home.run(
+        "--command-fd",
+        "0",
+        "--edit-key",
+        fpr,
+        stdin=("\n".join(commands) + "\n").encode(),
+        faked_time=faked_time,
+        timeout=3600,
+    )
+
+
+def add_raw_uid(home: GpgHome, fpr: str, uid: bytes) -> None:
+    """A user ID of exactly these bytes (--utf8-strings passes them through unchecked)."""
+    cmd = [GPG.encode(), b"--homedir", home.path.encode(), b"--batch", b"--no-tty", b"--yes"]
+    cmd += [b"--pinentry-mode", b"loopback", b"--passphrase", b"", b"--utf8-strings"]
+    cmd += [b"--quick-add-uid", fpr.encode(), uid]
+    subprocess.run(cmd, env=home.env, check=True, capture_output=True, timeout=60)
+
+
+def drop_packets(data: bytes, tags: set[int]) -> bytes:
+    """The binary key without packets of these tags, nor the signatures after them."""
+    out, dropping = [], False
+    for packet in parse_packets(data):
+        if packet.tag in tags:
+            dropping = True
+            continue
+        if packet.tag != TAG_SIGNATURE:
+            dropping = False
+        if not dropping:
+            out.append(packet.raw)
+    return b"".join(out)
+
+
+def add_critical_subpacket(data: bytes) -> bytes:
+    """The key with an unknown subpacket (type 99) marked critical put into the hashed
+    area of its first user ID self-signature. The signature no longer verifies, but
+    what matters is that a reader names the subpacket (RFC 9580 5.2.3.7)."""
+    out, done = [], False
+    for packet in parse_packets(data):
+        raw = packet.raw
+        if packet.tag == TAG_SIGNATURE and not done and packet.body[1] in (0x10, 0x13):
+            body = packet.body
+            hashed_len = int.from_bytes(body[4:6], "big")
+            extra = bytes([2, 0x80 | 99, 0x01])
+            body = body[:4] + (hashed_len + 3).to_bytes(2, "big") + body[6 : 6 + hashed_len]
+            body += extra + packet.body[6 + hashed_len :]
+            raw = new_packet(TAG_SIGNATURE, body)
+            done = True
+        out.append(raw)
+    return b"".join(out)
+
+
+class StrangeFixtures:
+    """Keys whose bytes keyparty must take exactly, or refuse with the real cause."""
+
+    def __init__(self, home: GpgHome) -> None:
+        self.home = home
+        self.manifest: dict[str, dict] = {}
+
+    def write(self, name: str, suffix: str, data: bytes) -> str:
+        rel = f"strange/{name}{suffix}"
+        (ROOT / rel).write_bytes(data)
+        return rel
+
+    def key(self, name: str, fpr: str, expect: str, what: str, secret: bool = True, **extra):
+        public = export(self.home, fpr)
+        entry = {
+            "path": self.write(name, ".asc", public),
+            "secret": self.write(name, ".secret.asc", export(self.home, fpr, secret=True))
+            if secret
+            else None,
+            "fingerprint": fpr,
+            "expect": expect,
+            "what": what,
+        }
+        entry.update(extra)
+        self.manifest[name] = entry
+        return entry
+
+    def file(self, name: str, rel_suffix: str, data: bytes, expect: str, what: str, **extra):
+        entry = {"path": self.write(name, rel_suffix, data), "expect": expect, "what": what}
+        entry.update(extra)
+        self.manifest[name] = entry
+        return entry
+
+    def with_user_ids(self, uids: list[str]) -> str:
+        """A new ed25519 key with a cv25519 encryption subkey and these user IDs."""
+        fpr = gen_key(self.home, uids[0])
+        add_subkey(self.home, fpr)
+        for uid in uids[1:]:
+            add_uid(self.home, fpr, uid)
+        return fpr
+
+    def make(self) -> None:
+        home = self.home
+        # Exact user IDs that gpg can address with --quick-sign-key FPR '=UID'.
+        uids = [
+            "Nina Newline\nSecond Line <nina@example.org>",
+            "Colin: \"Quote\" 'Tick' <colin@example.org>",
+            "-Dash Leading <dash@example.org>",
+            "=Equals Leading <equals@example.org>",
+            "Back\\slash \\n <backslash@example.org>",
+        ]
+        fpr = self.with_user_ids(uids)
+        self.key(
+            "exact-uids",
+            fpr,
+            "accepted",
+            "user IDs with a newline, colon, quotes, a leading '-' and '=', a backslash",
+            user_ids=uids,
+        )
+
+        # Terminal escapes and bidirectional overrides in user IDs.
+        uids = [
+            "Eve \x1b[2J\x1b]0;pwned\x07Escape <eve@example.org>",
+            "Bidi \u202eevil\u202c <bidi@example.org>",
+        ]
+        fpr = self.with_user_ids(uids)
+        self.key(
+            "escapes",
+            fpr,
+            "accepted",
+            "ESC [2J (clear screen), OSC 0 (window title) and a right-to-left override in user IDs",
+            user_ids=uids,
+        )
+
+        # A user ID that is not UTF-8 (Windows-1252), next to a good one.
+        fpr = gen_key(home, "Jose Latin <jose@example.org>")
+        add_subkey(home, fpr)
+        add_raw_uid(home, fpr, b"Jos\xe9 Mu\xf1oz <jose@example.org>")
+        latin = self.key(
+            "latin1-uid",
+            fpr,
+            "refused:user-id-not-utf8",
+            "second user ID is Windows-1252 bytes: 'Jos\\xe9 Mu\\xf1oz'",
+        )
+        # ... inside a keyring between two good keys: only it is refused.
+        good1 = gen_key(home, "Before Latin <before@example.org>")
+        add_subkey(home, good1)
+        good2 = gen_key(home, "After Latin <after@example.org>")
+        add_subkey(home, good2)
+        self.file(
+            "latin1-keyring",
+            ".gpg",
+            export(home, good1, latin["fingerprint"], good2, armor=False),
+            "2 accepted, 1 refused",
+            "binary keyring: a good key, latin1-uid, a good key",
+            fingerprints=[good1, latin["fingerprint"], good2],
+        )
+
+        # Debian-shaped: RSA-4096 primary made in 2019, two RSA-1024 subkeys that
+        # can no longer be used (one revoked, one expired in 2021), and a live
+        # RSA-4096 encryption subkey.
+        fpr = gen_key(
+            home,
+            "Debra Debian <debra@example.org>",
+            "rsa4096",
+            "sign,cert",
+            "2032-01-01",
+            faked_time="20190101T000000",
+        )
+        add_subkey(home, fpr, "rsa1024", "encr", "never", faked_time="20190601T000000")
+        add_subkey(home, fpr, "rsa1024", "sign", "1y", faked_time="20200101T000000")
+        add_subkey(home, fpr, "rsa4096", "encr", "2032-01-01", faked_time="20200601T000000")
+        edit_key(home, fpr, ["key 1", "revkey", "y", "0", "", "y", "save"])
+        self.key(
+            "debian-shaped",
+            fpr,
+            "accepted",
+            "RSA-4096 primary valid to 2032; RSA-1024 "
+            "subkeys revoked (1) and expired in 2021 (2); live RSA-4096 encryption subkey",
+        )
+        fpr = gen_key(home, "Wendy Weak <wendy@example.org>")
+        add_subkey(home, fpr, "rsa1024", "encr")
+        self.key(
+            "live-weak-subkey",
+            fpr,
+            "refused:weak-algorithm",
+            "ed25519 primary with a live RSA-1024 encryption subkey",
+        )
+
+        # What is an email address.
+        uids = [
+            "Ursula URI <https://example.org/ursula>",
+            "Ursula Mail <ursula@example.org>",
+            "Dot Dot <dot@..>",
+            "Path Walk <walk@../../etc>",
+            "Two Ats <a@b@example.org>",
+            "ursula.bare@example.net",
+        ]
+        fpr = self.with_user_ids(uids)
+        self.key(
+            "addresses",
+            fpr,
+            "accepted",
+            "only 'ursula@example.org' and the bare 'ursula.bare@example.net' are addresses",
+            user_ids=uids,
+            emails=[None, "ursula@example.org", None, None, None, "ursula.bare@example.net"],
+        )
+        uids = ["Ida IDN <ida@bücher.example>", "Ümit Utf8 <ümit@example.org>"]
+        fpr = self.with_user_ids(uids)
+        self.key(
+            "international",
+            fpr,
+            "accepted",
+            "non-ASCII domain (IDNA: "
+            "xn--bcher-kva.example) and non-ASCII local part (needs SMTPUTF8)",
+            user_ids=uids,
+        )
+
+        # Cannot receive encrypted mail: no encryption subkey.
+        fpr = gen_key(home, "Sigrid Signonly <sigrid@example.org>")
+        self.key(
+            "no-encryption",
+            fpr,
+            "accepted:no-encryption",
+            "ed25519 sign and certify only, no encryption subkey",
+        )
+
+        # Messages that must name the real cause.
+        fpr = gen_key(home, "Nobody Uid <nobody@example.org>")
+        add_subkey(home, fpr)
+        data = drop_packets(export(home, fpr, armor=False), {TAG_USER_ID})
+        self.file(
+            "no-uid",
+            ".asc",
+            armor(data),
+            "refused:no-user-id",
+            "primary key and subkey, no user ID packet",
+            fingerprint=fpr,
+        )
+        fpr = gen_key(home, "Critical Subpacket <critical@example.org>")
+        add_subkey(home, fpr)
+        data = add_critical_subpacket(export(home, fpr, armor=False))
+        self.file(
+            "critical-subpacket",
+            ".asc",
+            armor(data),
+            "refused:critical-subpacket",
+            "user ID self-signature with unknown subpacket 99 marked critical",
+            fingerprint=fpr,
+        )
+        fpr = gen_key(home, "Keybox File <keybox@example.org>")
+        self.file(
+            "pubring",
+            ".kbx",
+            (Path(home.path) / "pubring.kbx").read_bytes(),
+            "refused:keybox",
+            "GnuPG's own keyring file",
+        )
+        text = export(home, fpr).decode("ascii")
+        self.file(
+            "utf16",
+            ".asc",
+            text.encode("utf-16"),
+            "refused:utf-16",
+            "an armored key saved as UTF-16 (with BOM)",
+            fingerprint=fpr,
+        )
+        self.file(
+            "twice",
+            ".asc",
+            export(home, fpr) + export(home, fpr),
+            "accepted",
+            "the same armored key twice in one paste",
+            fingerprint=fpr,
+        )
+        message = armor(b"\xa3\x01hello", "PGP MESSAGE")
+        self.file(
+            "pgp-message",
+            ".asc",
+            message,
+            "refused:wrong-block",
+            "an armored PGP MESSAGE block, not a key",
+        )
+
+        # A 1 MiB photo ID on a small key.
+        fpr = gen_key(home, "Petra Photo <petra@example.org>")
+        add_subkey(home, fpr)
+        jpeg = Path(home.path) / "photo.jpg"
+        jpeg.write_bytes(b"\xff\xd8\xff\xe0" + secrets.token_bytes(MIB))
+        edit_key(home, fpr, ["addphoto", str(jpeg), "y", "save"])
+        self.key(
+            "photo",
+            fpr,
+            "accepted:photo-dropped",
+            "ed25519 key with a 1 MiB photo ID",
+            secret=False,
+        )
+
+        # 2000 self-signed user IDs, added in one --edit-key session (one gpg run per
+        # user ID rewrites the growing key each time: quadratic, hours).
+        fpr = gen_key(home, "Many 0000 <many0000@example.org>")
+        add_subkey(home, fpr)
+        commands = []
+        for n in range(1, 2000):
+            commands += ["adduid", f"Many {n:04d}", f"many{n:04d}@example.org", ""]
+        edit_key(home, fpr, [*commands, "save"])
+        self.key(
+            "many-uids", fpr, "refused:too-many-user-ids", "2000 self-signed user IDs", secret=False
+        )
+
+
+def make_strange() -> int:
+    """Write strange/ and strange/strange.json only."""
+    shutil.rmtree(STRANGE, ignore_errors=True)
+    STRANGE.mkdir()
+    with gpg_home() as home:
+        fx = StrangeFixtures(home)
+        fx.make()
+    manifest = {
+        "about": "keyparty test keys with strangers' bytes (issue 11); see README.md. "
+        "Made by make_fixtures.py --only strange.",
+        "gpg_version": gpg_version(),
+        "keys": fx.manifest,
+    }
+    text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+    (STRANGE / "strange.json").write_text(text, encoding="utf-8")
+    print(f"wrote {STRANGE}", file=sys.stderr)
+    return 0
+
+
 def gpg_version() -> str:
     out = subprocess.run([GPG, "--version"], capture_output=True, text=True, check=True)
     return out.stdout.splitlines()[0].split()[-1]
@@ -1244,4 +1576,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--only", "strange"]:
+        sys.exit(make_strange())
     sys.exit(main())

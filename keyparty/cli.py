@@ -28,6 +28,7 @@ from keyparty import serving
 from keyparty import signing
 from keyparty.badges import badges_for
 from keyparty.config import DEFAULT_PORT
+from keyparty.escaping import for_terminal
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
 from keyparty.gpg import default_gnupg_home
@@ -78,7 +79,7 @@ def event_create(name: str, event_date, draft: bool) -> None:
         event = events.create_event(name, event_date.date() if event_date else None, draft)
     except ValueError as problem:
         raise click.ClickException(str(problem)) from None
-    click.echo(f"Created {event.name!r} ({event.state}).")
+    _say(f"Created {event.name!r} ({event.state}).")
     click.echo(f"Registration page: {_base_url()}/e/{event.id}/register")
     click.echo(event.id)
 
@@ -91,7 +92,8 @@ def event_list() -> None:
     from keyparty.models import Event
 
     for event in db.session.scalars(db.select(Event).order_by(Event.created_at)):
-        click.echo(f"{event.id}\t{event.state}\t{event.date or '-'}\t{event.name}")
+        fields = (event.id, event.state, str(event.date or "-"), event.name)
+        click.echo("\t".join(for_terminal(f) for f in fields))
 
 
 @event_group.command("set")
@@ -159,26 +161,28 @@ def import_command(event_id: str, files: tuple[str, ...]) -> None:
     try:
         inputs, signups = registration.sort_files([(n, Path(n).read_bytes()) for n in files])
     except ValueError as problem:
-        raise click.ClickException(str(problem)) from None
+        raise click.ClickException(for_terminal(str(problem))) from None
     result = registration.register_keys(event, inputs, events.event_home(event), signups=signups)
     base = _base_url()
     for accepted in result.accepted:
         key = accepted.key
         if accepted.updated:
-            click.echo(f"updated  {key.fingerprint}  {key.attendee.name}")
+            _say(f"updated  {key.fingerprint}  {key.attendee.name}")
         else:
-            click.echo(f"accepted {key.fingerprint}  {key.attendee.name}")
+            _say(f"accepted {key.fingerprint}  {key.attendee.name}")
             if accepted.join_token:
                 link = f"{base}/join/{accepted.join_token}"
                 click.echo(f"         join link (give it to this attendee only): {link}")
             else:
                 click.echo("         another key of this attendee: their join link stays the same")
+        for warning in accepted.warnings:
+            click.echo(f"         warning: {warning.message}")
     for rejected in result.rejected:
-        click.echo(f"refused  {rejected.source}: {rejected.message}", err=True)
+        _say(f"refused  {rejected.source}: {rejected.message}", err=True)
     registered = {a.key.fingerprint for a in result.accepted}
     for fingerprint, signup in signups.items():
         if fingerprint not in registered:
-            click.echo(
+            _say(
                 f"missing  {signup.name} ({fingerprint}): no key with this fingerprint was "
                 "given; add the key file to the command.",
                 err=True,
@@ -249,7 +253,7 @@ def badges_command(event_id: str, output: str) -> None:
 def status_command(event_id: str) -> None:
     """Show an event's state, totals and digests."""
     event = _event(event_id)
-    click.echo(f"{event.name} ({event.id})")
+    _say(f"{event.name} ({event.id})")
     click.echo(f"state: {event.state}")
     click.echo(f"date: {event.date or 'not set'}")
     for name, value in events.counts(event).items():
@@ -456,11 +460,11 @@ def intake_command(event_id: str, files: tuple[str, ...]) -> None:
     for o in outcomes:
         what = f"{o.target or '?'} {o.user_id or ''} [{o.context or '-'}] by {o.issuer or '?'}"
         if o.status == "refused":
-            click.echo(f"refused   {o.source}: {what}: {o.rule}: {o.message}", err=True)
+            _say(f"refused   {o.source}: {what}: {o.rule}: {o.message}", err=True)
         elif o.status == intake.ALREADY_ACCEPTED:
-            click.echo(f"{o.status} {o.source}: {what}: nothing changed")
+            _say(f"{o.status} {o.source}: {what}: nothing changed")
         else:
-            click.echo(f"{o.status:9} {o.source}: {what}")
+            _say(f"{o.status:9} {o.source}: {what}")
     tally = Counter(o.status for o in outcomes)
     click.echo(
         f"{tally['accepted']} accepted, {tally['refused']} refused, "
@@ -489,14 +493,19 @@ def export_command(event_id, keyring, binary, per_key, per_uid, wkd) -> None:
     if keyring:
         exports.write_keyring(event, Path(keyring), binary)
         click.echo(f"Wrote {keyring}")
+    unplaced: list[tuple[str, str]] = []
     for option, folder, write in (
         ("--per-key", per_key, exports.write_per_key),
         ("--per-uid", per_uid, exports.write_per_user_id),
-        ("--wkd", wkd, exports.write_wkd),
+        ("--wkd", wkd, lambda event, folder: exports.write_wkd(event, folder, unplaced)),
     ):
         if folder:
             written = write(event, Path(folder))
-            click.echo(f"Wrote {len(written)} files into {folder} ({option})")
+            _say(f"Wrote {len(written)} files into {folder} ({option})")
+    for address, why in unplaced:
+        _say(f"not in the WKD: {address}: {why}", err=True)
+    if unplaced:
+        sys.exit(1)
 
 
 @click.command("report")
@@ -544,7 +553,9 @@ def deliver_command(event_id: str, outbox) -> None:
     """C3: send each email certification, encrypted, to its address.
 
     Without SMTP configured (KEYPARTY_SMTP_HOST …) the mails are written as
-    .eml files for the host to send.
+    .eml files for the host to send. Exits 1 when any mail could not be sent:
+    each is named once with why; one that never can be is marked failed and not
+    tried again.
     """
     event = _event(event_id)
     folder = Path(outbox) if outbox else events.event_files(event) / "outbox"
@@ -553,8 +564,11 @@ def deliver_command(event_id: str, outbox) -> None:
             event, _base_url(), delivery.smtp_settings(current_app.config), folder
         )
     except delivery.DeliveryError as problem:
-        raise click.ClickException(str(problem)) from None
-    click.echo(delivery.describe(result))
+        raise click.ClickException(for_terminal(str(problem))) from None
+    for line in result.lines:
+        _say(line, err=line.startswith(("Failed", "Not sent")))
+    if not result.ok:
+        sys.exit(1)
 
 
 @click.command("mail-list")
@@ -612,6 +626,10 @@ def purge_command(event_id: str, yes: bool) -> None:
     "--token", envvar="KEYPARTY_SIGNING_TOKEN", help="Signing token from your phone page."
 )
 @click.option(
+    "--server",
+    help="The event address to upload to (http(s)://HOST/e/EVENT) when SOURCE is a bundle file.",
+)
+@click.option(
     "--homedir", type=click.Path(file_okay=False), help="Your GnuPG home (default: GnuPG's)."
 )
 @click.option("--local-user", "local_users", multiple=True, help="Sign with this key (repeatable).")
@@ -622,26 +640,56 @@ def purge_command(event_id: str, yes: bool) -> None:
 @click.option("--digest", help="The party list digest read aloud (skips the question).")
 @click.option("--passphrase-fd", type=int, help="Read the passphrase from this file descriptor.")
 def sign_command(
-    source, token, homedir, local_users, out, no_upload, digest, passphrase_fd
+    source, token, server, homedir, local_users, out, no_upload, digest, passphrase_fd
 ) -> None:
     """Certify what you verified at the event, with your own key and GnuPG.
 
     SOURCE is the event address shown on your phone (with --token), or a
-    signing bundle file downloaded from your phone page.
+    signing bundle file downloaded from your phone page (then --server names
+    where to upload). The token goes only to the server named here.
+
+    Exit status: 0 when every verified user ID is certified (now or before)
+    and, unless --no-upload, every upload was taken; 1 when anything failed
+    or nothing was certified.
     """
     try:
         _sign(
-            source, token, homedir, list(local_users), Path(out), no_upload, digest, passphrase_fd
+            source,
+            token,
+            server,
+            homedir,
+            list(local_users),
+            Path(out),
+            no_upload,
+            digest,
+            passphrase_fd,
         )
     except signing.SigningError as problem:
         raise click.ClickException(str(problem)) from None
 
 
-def _sign(source, token, homedir, local_users, out, no_upload, digest, passphrase_fd) -> None:
+def _say(line: str, err: bool = False) -> None:
+    """One line that holds text from outside (user IDs, names, server replies):
+    control characters shown visibly, never sent to the terminal."""
+    click.echo(for_terminal(line), err=err)
+
+
+def _sign(
+    source, token, server, homedir, local_users, out, no_upload, digest, passphrase_fd
+) -> None:
+    online = source.startswith(("http://", "https://"))
+    if online and server and signing.server_of(server) != signing.server_of(source):
+        raise signing.SigningError(
+            "Give the server once: SOURCE is already an event address "
+            f"({for_terminal(source)}); --server names another."
+        )
     bundle = signing.load_bundle(source, token)
+    server = source if online else server
+    if server and not online:
+        signing.check_server(bundle, server)
     signing.check_bundle(bundle)
     event = bundle["event"]
-    click.echo(f"{event['name']} ({event['id']}): {len(bundle['verifications'])} verifications.")
+    _say(f"{event['name']} ({event['id']}): {len(bundle['verifications'])} verifications.")
     click.echo(f"Signing window (D3): until {signing.window_end_text(bundle)}.")
     sums = signing.party_list_digests(bundle)
     click.echo("Party list SHA256: " + " ".join(group_digest(sums["SHA256"])))
@@ -650,6 +698,10 @@ def _sign(source, token, homedir, local_users, out, no_upload, digest, passphras
             raise signing.SigningError("That digest is not the party list's: nothing certified.")
     elif not click.confirm("Does it match the digest read aloud at the event?"):
         raise signing.SigningError("Digest not confirmed: nothing certified.")
+    if not bundle["verifications"]:
+        raise signing.SigningError(
+            "Nothing to certify: this bundle holds no verification of yours. Nothing was certified."
+        )
     home = GnuPGHome(homedir or default_gnupg_home(), create=False, agent=True)
     signers = signing.choose_signers(home, bundle, local_users)
     passphrase = None
@@ -662,29 +714,46 @@ def _sign(source, token, homedir, local_users, out, no_upload, digest, passphras
     files = signing.write_files(home, bundle, signers, out)
     click.echo(
         f"made {len(report.made)}, skipped {len(report.skipped)}, failed {len(report.failed)}; "
-        f"{len(files)} files in {out}"
+        f"{len(files)} files in {for_terminal(str(out))}"
     )
     listing = signing.write_party_list(bundle, out)
     click.echo(f"Party list: {listing} (sha256sum prints the digest above)")
     for fingerprint, uid, context, why in report.failed:
-        click.echo(f"failed   {fingerprint} {uid} [{context}]: {why}", err=True)
-    if no_upload or not files:
-        return
-    if not token:
-        click.echo(
-            "Not uploaded (no --token): give the files to the host, or run again with --token."
+        _say(f"failed   {fingerprint} {uid} [{context}]: {why}", err=True)
+    problems = []
+    if report.failed and not (report.made or report.skipped):
+        problems.append(f"Nothing was certified: all {len(report.failed)} failed (see above).")
+    elif report.failed:
+        problems.append(
+            f"{len(report.failed)} of {len(report.failed) + len(report.made)} certifications "
+            "failed (see above); the others were made."
         )
-        return
-    outcomes = signing.upload(bundle, token, files)
-    for o in outcomes:
-        line = f"{o['status']:9} {o.get('fingerprint') or ''} {o.get('user_id') or ''} [{o.get('context') or '-'}]"
-        if o["status"] == intake.ALREADY_ACCEPTED:
-            line += ": nothing changed"
-        elif o["status"] != "accepted":
-            line += f": {o.get('rule') or ''} {o.get('message')}"
-        click.echo(line)
-    done = ("accepted", intake.ALREADY_ACCEPTED)
-    if report.failed or any(o["status"] not in done for o in outcomes):
+    if files and not no_upload:
+        if not token or not server:
+            missing = "--token" if not token else "--server EVENT-ADDRESS"
+            problems.append(
+                f"Not uploaded ({missing} missing): run again with it, or give the files "
+                "to the host."
+            )
+        else:
+            outcomes = signing.upload(server, token, files)
+            done = ("accepted", intake.ALREADY_ACCEPTED)
+            for o in outcomes:
+                line = (
+                    f"{o['status']:9} {o.get('fingerprint') or ''} {o.get('user_id') or ''} "
+                    f"[{o.get('context') or '-'}]"
+                )
+                if o["status"] == intake.ALREADY_ACCEPTED:
+                    line += ": nothing changed"
+                elif o["status"] not in done:
+                    line += f": {o.get('rule') or ''} {o.get('message')}"
+                _say(line)
+            bad = sum(o["status"] not in done for o in outcomes)
+            if bad:
+                problems.append(f"{bad} of {len(outcomes)} uploads were not taken (see above).")
+    for problem in problems:
+        click.echo(f"Error: {problem}", err=True)
+    if problems:
         sys.exit(1)
 
 

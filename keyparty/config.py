@@ -66,6 +66,8 @@ def settings_from_env(instance: Path) -> dict:
         # The largest body of any route (the host's keyring import); each
         # route has its own, smaller limit (keyparty.BODY_LIMITS).
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
+        # User IDs per registered key (keycheck.MAX_USER_IDS): a cap, not a speed race.
+        "MAX_USER_IDS": int(env.get("KEYPARTY_MAX_USER_IDS") or 100),
         # One connection per server thread (keyparty serve runs 32), so no
         # request waits for a connection while another holds the write lock.
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 32, "max_overflow": 8},

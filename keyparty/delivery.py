@@ -20,7 +20,6 @@ import os
 import secrets
 import smtplib
 import ssl
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
@@ -30,7 +29,6 @@ from email import policy
 from email.charset import QP
 from email.charset import Charset
 from email.encoders import encode_7or8bit
-from email.errors import HeaderParseError
 from email.generator import BytesGenerator
 from email.header import Header
 from email.headerregistry import Address
@@ -52,10 +50,14 @@ from sqlalchemy.orm import joinedload
 
 from keyparty import homes
 from keyparty import publishing
+from keyparty.addresses import Mailbox
+from keyparty.addresses import mailbox
+from keyparty.escaping import one_line
 from keyparty.events import event_home
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGError
 from keyparty.gpg import GnuPGHome
+from keyparty.gpg import NoEncryptionKey
 from keyparty.models import Attendee
 from keyparty.models import Certification
 from keyparty.models import Event
@@ -185,6 +187,7 @@ def _waiting(event: Event):
             Certification.context == "email",
             Certification.owner_decision.is_(None),
             Certification.delivered_at.is_(None),
+            Certification.delivery_failed_at.is_(None),
             Certification.armored.is_not(None),
         )
         .order_by(Certification.id)
@@ -213,42 +216,25 @@ def _skipped_no_address(event: Event) -> int:
 
 # -- composing -----------------------------------------------------------------
 
-# Bidirectional overrides can make a name read as another in the mail.
-_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
-
-def _plain(text: str | None) -> str:
-    """Text from strangers (user IDs, names) made safe to print on one line."""
-    out = []
-    for char in text or "":
-        category = unicodedata.category(char)
-        if char in _BIDI_CONTROLS or category in ("Cc", "Cs", "Co", "Cn"):
-            out.append("\ufffd")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def _one_line(text: str, limit: int = 150) -> str:
-    text = _plain(" ".join((text or "").split()))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+class Undeliverable(DeliveryError):
+    """This one mail can never go out as it is (no address, no encryption key, a
+    server without SMTPUTF8 for a non-ASCII address): it is marked failed and not
+    tried again; its owner can still accept the certification on their page."""
 
 
 def _plain_address(address: str | None) -> bool:
-    """Whether `address` is one plain addr-spec that a To: header can carry as it is."""
-    try:
-        parsed = Address(addr_spec=address or "")
-    except (ValueError, IndexError, HeaderParseError):
-        return False
-    return parsed.addr_spec == address and not any(c.isspace() for c in address)
+    """Whether `address` is one address mail can be sent to (keyparty.addresses)."""
+    return mailbox(address or "") is not None
 
 
-def _recipient(certification: Certification) -> str:
-    """The certified user ID's own address, checked to be one plain address."""
+def _recipient(certification: Certification) -> Mailbox:
+    """The certified user ID's own address (keyparty.addresses), checked."""
     address = (certification.user_id.email if certification.user_id else None) or ""
-    if not _plain_address(address):
-        raise DeliveryError(f"{_one_line(address)!r} is not an address mail can be sent to.")
-    return address
+    found = mailbox(address)
+    if found is None:
+        raise Undeliverable(f"{one_line(address)!r} is not an address mail can be sent to")
+    return found
 
 
 def confirm_url(base_url: str, token: str) -> str:
@@ -258,13 +244,13 @@ def confirm_url(base_url: str, token: str) -> str:
 def _letter(event: Event, certification: Certification, address: str, link: str) -> str:
     fingerprint = certification.key.fingerprint
     signer = certification.signer
-    signer_name = _one_line(signer.name) if signer else "An attendee"
+    signer_name = one_line(signer.name) if signer else "An attendee"
     issuer = (
         group_fingerprint(certification.issuer_fingerprint)
         if certification.issuer_fingerprint
         else ""
     )
-    event_name = _one_line(event.name)
+    event_name = one_line(event.name)
     when = f" on {event.date.isoformat()}" if event.date else ""
     expires = (
         f"It expires on {certification.expires.date().isoformat()}."
@@ -281,7 +267,7 @@ This message comes from keyparty, the key-signing tool of the event
 {signer_name} met you at {event_name} and certified this user ID of your
 key {group_fingerprint(fingerprint)}:
 
-    {_one_line(certification.user_id_text or "", 500)}
+    {one_line(certification.user_id_text or "", 500)}
 
 in the "email" context: the certification states that the key holder
 controls the address {address}. {expires}
@@ -309,7 +295,7 @@ keyparty, for {event_name}
 """
 
 
-def _addressed(sender: str, address: str, subject: str) -> EmailMessage:
+def _addressed(sender: str, address: str | Address, subject: str) -> EmailMessage:
     """A new mail with From, To, Subject, Date and a Message-ID (pius #152:
     servers reject mail without one) in the sender's domain."""
     message = EmailMessage()
@@ -333,7 +319,8 @@ def compose(
     """One PGP/MIME (RFC 3156) mail for one certification, to the address of
     its user ID only, encrypted to the certified key (in `home`, by default
     the event's GnuPG home)."""
-    address = _recipient(certification)
+    recipient = _recipient(certification)
+    address = recipient.addr_spec
     fingerprint = certification.key.fingerprint
 
     # Built with email's compat32 classes: the same RFC 3156 structure as
@@ -355,7 +342,10 @@ def compose(
     inner.attach(attachment)
     home = home or event_home(event)
     with home.locked():
-        ciphertext = home.encrypt(render(inner, "\r\n"), fingerprint)
+        try:
+            ciphertext = home.encrypt(render(inner, "\r\n"), fingerprint)
+        except NoEncryptionKey as problem:
+            raise Undeliverable(str(problem)) from None
 
     control = MIMEApplication(b"Version: 1\n", "pgp-encrypted", _encoder=encode_7or8bit)
     control["Content-Description"] = "PGP/MIME version identification"
@@ -368,8 +358,10 @@ def compose(
     sender_domain = (_envelope_address(sender) or DEFAULT_SENDER).rpartition("@")[2]
     outer = MIMEMultipart("encrypted", protocol="application/pgp-encrypted")
     outer["From"] = _address_header(sender)
-    outer["To"] = address
-    subject = f"Your key was certified at {_one_line(event.name, 120)}"
+    # The domain in IDNA A-labels; a non-ASCII local part stays as it is
+    # and needs SMTPUTF8 (checked when sending).
+    outer["To"] = recipient.wire
+    subject = f"Your key was certified at {one_line(event.name, 120)}"
     outer["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
     outer["Date"] = format_datetime(datetime.now(UTC))
     outer["Message-ID"] = make_msgid(domain=sender_domain)
@@ -405,34 +397,56 @@ def render(message: Message, linesep: str = "\n") -> bytes:
 @dataclass
 class DeliveryReport:
     """What deliver() did. `sent` holds the certifications mailed over SMTP,
-    `written` the .eml files left in the outbox, `refused` (address, reason)
-    for each mail that did not go out (it stays pending and is retried)."""
+    `written` the .eml files left in the outbox (written, not delivered: keyparty
+    cannot know whether the host sends them), `failed` (address, why) for each mail
+    that can never go out (marked failed, not tried again), `deferred` (address,
+    why) for each mail the server did not take now (tried again next time)."""
 
     sent: list[Certification] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
-    refused: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    deferred: list[tuple[str, str]] = field(default_factory=list)
     skipped_no_address: int = 0
     outbox: Path | None = None
 
     @property
-    def summary(self) -> str:
+    def refused(self) -> list[tuple[str, str]]:
+        return self.failed + self.deferred
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed and nothing was put off."""
+        return not (self.failed or self.deferred)
+
+    @property
+    def lines(self) -> list[str]:
+        """One sentence a line; each may hold an address, so escape it for where it goes."""
         lines = []
         if self.sent:
             lines.append(f"Sent {len(self.sent)} encrypted certification mail(s).")
         if self.written:
             lines.append(
                 f"No SMTP server is configured (KEYPARTY_SMTP_HOST): wrote {len(self.written)} "
-                f"encrypted mail(s) as .eml files into {self.outbox}. Send them from a mail "
-                "program, e.g. `sendmail -t < FILE` for each file; they are marked delivered."
+                f"encrypted mail(s) as .eml files into {self.outbox}. They are written, not "
+                "delivered: send each from a mail program, e.g. `sendmail -t < FILE`."
             )
-        for address, reason in self.refused:
-            lines.append(f"Not sent to {address}: {reason} (it will be tried again).")
+        for address, reason in self.failed:
+            lines.append(
+                f"Failed, not sent to {address}: {reason}. It will not be tried again; the "
+                "owner can still accept the certification on their page."
+            )
+        for address, reason in self.deferred:
+            lines.append(f"Not sent to {address} now: {reason}. It will be tried again.")
         if self.skipped_no_address:
             lines.append(
                 f"{self.skipped_no_address} email certification(s) on user IDs without an "
                 "address are never mailed (C3)."
             )
-        return "\n".join(lines) or "Nothing to deliver."
+        return lines or ["Nothing to deliver."]
+
+    @property
+    def summary(self) -> str:
+        return "\n".join(self.lines)
 
 
 def describe(report: DeliveryReport) -> str:
@@ -440,8 +454,17 @@ def describe(report: DeliveryReport) -> str:
     return report.summary
 
 
+def _fail(certification: Certification, report: DeliveryReport, why: str) -> None:
+    """Mark one mail as never deliverable, with why, once."""
+    certification.delivery_failed_at = utcnow()
+    certification.delivery_error = why
+    certification.delivery_token_sha256 = None
+    db.session.commit()
+    report.failed.append((_address_of(certification), why))
+
+
 def _address_of(certification: Certification) -> str:
-    return _one_line((certification.user_id.email if certification.user_id else None) or "?")
+    return one_line((certification.user_id.email if certification.user_id else None) or "?")
 
 
 def deliver(
@@ -473,8 +496,11 @@ def deliver(
             token = secrets.token_urlsafe(24)
             try:
                 message = compose(event, certification, token, base_url, sender, home)
-            except (DeliveryError, GnuPGError) as problem:
-                report.refused.append((_address_of(certification), str(problem)))
+            except Undeliverable as problem:
+                _fail(certification, report, str(problem))
+                continue
+            except GnuPGError as problem:
+                report.deferred.append((_address_of(certification), one_line(str(problem))))
                 continue
             yield certification, token, message
 
@@ -485,7 +511,10 @@ def deliver(
             path = outbox / f"{event.id}-{certification.id}.eml"
             # Whole or not at all: a crash never leaves half a mail to send.
             partial = path.with_name(f".{path.name}.partial")
-            partial.write_bytes(render(message))
+            international = not str(message["To"]).isascii()
+            partial.write_bytes(
+                message.as_bytes(policy=policy.SMTPUTF8) if international else render(message)
+            )
             os.replace(partial, path)
             certification.delivery_token_sha256 = hash_token(token)
             certification.delivered_at = utcnow()
@@ -504,8 +533,18 @@ def deliver(
         return report
     with _connect(settings) as smtp:
         envelope_from = _envelope_address(settings.sender)
+        smtputf8 = smtp.has_extn("smtputf8")
         for certification, token, message in itertools.chain([first], mails):
-            address = message["To"]
+            address = str(message["To"])
+            # smtplib adds SMTPUTF8 itself to a mail with a non-ASCII address.
+            if not address.isascii() and not smtputf8:
+                _fail(
+                    certification,
+                    report,
+                    "the address has a non-ASCII local part, which needs a mail server "
+                    "that offers SMTPUTF8, and this one does not",
+                )
+                continue
             # The hash is stored before the mail leaves, so the link works at once.
             certification.delivery_token_sha256 = hash_token(token)
             db.session.commit()
@@ -513,11 +552,11 @@ def deliver(
                 smtp.send_message(message, from_addr=envelope_from, to_addrs=[address])
             except smtplib.SMTPServerDisconnected:
                 certification.delivery_token_sha256 = None
-                report.refused.append((address, "the mail server closed the connection"))
+                report.deferred.append((address, "the mail server closed the connection"))
                 # The ones not composed yet are not sent either (ordered by id).
                 for left in pending(event):
                     if left.id > certification.id:
-                        report.refused.append(
+                        report.deferred.append(
                             (_address_of(left), "the mail server closed the connection")
                         )
                 db.session.commit()
@@ -525,7 +564,9 @@ def deliver(
             except (smtplib.SMTPException, OSError) as problem:
                 certification.delivery_token_sha256 = None
                 db.session.commit()
-                report.refused.append((address, _smtp_reason(problem, address)))
+                # The server's answer may change (a full mailbox, a host who fixes
+                # the server): tried again on the next run.
+                report.deferred.append((address, _smtp_reason(problem, address)))
                 continue
             certification.delivered_at = utcnow()
             db.session.commit()
@@ -539,11 +580,11 @@ def _smtp_reason(problem: Exception, address: str) -> str:
         return f"{code} {_decode(text)}"
     if isinstance(problem, smtplib.SMTPResponseException):
         return f"{problem.smtp_code} {_decode(problem.smtp_error)}"
-    return _one_line(str(problem)) or type(problem).__name__
+    return one_line(str(problem)) or type(problem).__name__
 
 
 def _decode(text: bytes | str) -> str:
-    return _one_line(text.decode("utf-8", "replace") if isinstance(text, bytes) else text)
+    return one_line(text.decode("utf-8", "replace") if isinstance(text, bytes) else text)
 
 
 def _connect(settings: SmtpSettings) -> smtplib.SMTP:
@@ -580,7 +621,7 @@ def _connect(settings: SmtpSettings) -> smtplib.SMTP:
     except TimeoutError:
         problem = "no answer in time; check SMTP_PORT and SMTP_SECURITY"
     except (smtplib.SMTPException, OSError) as error:
-        problem = _one_line(str(error)) or type(error).__name__
+        problem = one_line(str(error)) or type(error).__name__
     if smtp is not None:
         smtp.close()
     raise DeliveryError(f"Cannot send mail through {where}: {problem}. Nothing was sent.")
@@ -597,8 +638,8 @@ def _list_recipient(attendee: Attendee) -> str | None:
 
 
 def _list_letter(event: Event, attendee: Attendee) -> str:
-    name = _one_line(attendee.name)
-    event_name = _one_line(event.name)
+    name = one_line(attendee.name)
+    event_name = one_line(event.name)
     when = f" ({event.date.isoformat()})" if event.date else ""
     filename = f"partylist-{event.id}.txt"
     numbers = ", ".join(f"{key.list_number:03d}" for key in attendee.keys if key.list_number)
@@ -659,7 +700,7 @@ def party_list_mail(event: Event, attendee: Attendee, address: str, sender: str)
     if event.partylist is None:
         raise DeliveryError(f"The party list of {event.id} is not frozen yet: `keyparty freeze`.")
     message = _addressed(
-        sender, address, f"Party list of {_one_line(event.name, 120)}: check it before the party"
+        sender, address, f"Party list of {one_line(event.name, 120)}: check it before the party"
     )
     message.set_content(_list_letter(event, attendee))
     message.add_attachment(
@@ -676,8 +717,9 @@ def party_list_mail(event: Event, attendee: Attendee, address: str, sender: str)
 @dataclass
 class ListMailReport(DeliveryReport):
     """What mail_party_list() did: `sent` holds the attendees mailed over SMTP,
-    `written` the .eml files, `refused` (address, reason) for each mail that did
-    not go out, `skipped_no_address` the attendees with no address to send to."""
+    `written` the .eml files, `deferred` (address, reason) for each mail that did
+    not go out (tried again next time; `refused` lists them too),
+    `skipped_no_address` the attendees with no address to send to."""
 
     @property
     def summary(self) -> str:
@@ -747,10 +789,10 @@ def mail_party_list(
             try:
                 smtp.send_message(message, from_addr=envelope_from, to_addrs=[address])
             except smtplib.SMTPServerDisconnected:
-                report.refused.append((address, "the mail server closed the connection"))
+                report.deferred.append((address, "the mail server closed the connection"))
                 break
             except (smtplib.SMTPException, OSError) as problem:
-                report.refused.append((address, _smtp_reason(problem, address)))
+                report.deferred.append((address, _smtp_reason(problem, address)))
                 continue
             attendee.list_mailed_at = utcnow()
             db.session.commit()

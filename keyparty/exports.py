@@ -8,10 +8,11 @@ Key Directory files are cut from it in Python.
 from __future__ import annotations
 
 import hashlib
-from email.utils import parseaddr
 from pathlib import Path
 
 from keyparty import openpgp
+from keyparty.addresses import Mailbox
+from keyparty.addresses import mailbox_of
 from keyparty.models import Attendee
 from keyparty.models import Event
 from keyparty.publishing import published_home
@@ -69,41 +70,59 @@ def wkd_hash(local_part: str) -> str:
     return zbase32(hashlib.sha1(local_part.lower().encode("utf-8")).digest())
 
 
-def _address(user_id: bytes) -> str | None:
-    _, address = parseaddr(user_id.decode("utf-8", "replace"))
-    return address if address.count("@") == 1 else None
+def _mailbox(user_id: bytes) -> Mailbox | None:
+    try:
+        return mailbox_of(user_id.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
 
 
-def write_wkd(event: Event, folder: Path) -> list[Path]:
+def write_wkd(
+    event: Event, folder: Path, refused: list[tuple[str, str]] | None = None
+) -> list[Path]:
     """A Web Key Directory for the event's email user IDs, in both layouts:
     direct:   DOMAIN/.well-known/openpgpkey/hu/HASH  (served at https://DOMAIN)
     advanced: openpgpkey.DOMAIN/.well-known/openpgpkey/DOMAIN/hu/HASH
-    Each file is the binary key with only the user IDs of that address."""
-    written = []
-    by_address: dict[str, list[bytes]] = {}
+    Each file is the binary key with only the user IDs of that address.
+
+    DOMAIN is the IDNA (A-label) form of the address's domain, checked to be a
+    host name (keyparty.addresses), and every path is checked to stay inside
+    `folder`. Nothing is ever written outside it: an address that cannot be placed
+    is left out and added to `refused` as (address, why).
+    """
+    written: list[Path] = []
+    refused = refused if refused is not None else []
+    root = folder.resolve()
+    by_address: dict[tuple[str, str], list[bytes]] = {}
     for block in _blocks(event):
         for entry in openpgp.user_id_signatures(block):
-            address = _address(entry.user_id)
-            if address:
-                mine = address.lower()
-                data = openpgp.keep_user_ids(
-                    block, lambda uid, mine=mine: (_address(uid) or "").lower() == mine
-                )
-                by_address.setdefault(mine, [])
-                if data not in by_address[mine]:
-                    by_address[mine].append(data)
-    for address, keys in sorted(by_address.items()):
-        local, domain = address.split("@")
+            found = _mailbox(entry.user_id)
+            if found is None:
+                continue
+            mine = (found.local.lower(), found.ascii_domain)
+            data = openpgp.keep_user_ids(
+                block,
+                lambda uid, mine=mine: (
+                    (m := _mailbox(uid)) is not None and (m.local.lower(), m.ascii_domain) == mine
+                ),
+            )
+            by_address.setdefault(mine, [])
+            if data not in by_address[mine]:
+                by_address[mine].append(data)
+    for (local, domain), keys in sorted(by_address.items()):
         for base in (
-            folder / domain / ".well-known" / "openpgpkey",
-            folder / f"openpgpkey.{domain}" / ".well-known" / "openpgpkey" / domain,
+            root / domain / ".well-known" / "openpgpkey",
+            root / f"openpgpkey.{domain}" / ".well-known" / "openpgpkey" / domain,
         ):
+            path = base / "hu" / wkd_hash(local)
+            if not path.resolve().is_relative_to(root):
+                refused.append((f"{local}@{domain}", "its domain is not a host name"))
+                break
             (base / "hu").mkdir(parents=True, exist_ok=True)
             policy = base / "policy"
             if not policy.exists():
                 policy.write_text("# keyparty: keys certified at a key-signing party\n")
                 written.append(policy)
-            path = base / "hu" / wkd_hash(local)
             path.write_bytes(b"".join(keys))
             written.append(path)
     return written

@@ -8,9 +8,11 @@ Callers speak in domain words: import keys, list keys, export keys.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import resource
 import shutil
@@ -25,10 +27,11 @@ from dataclasses import dataclass
 from dataclasses import field
 from datetime import UTC
 from datetime import datetime
-from email.utils import parseaddr
 from pathlib import Path
 
 import gnupg
+
+from keyparty.addresses import email_of
 
 # Every call: no trust computation (keyparty computes no validity, and the
 # pgp model is 10x slower), UTF-8 user IDs, never the user's ~/.gnupg.
@@ -61,6 +64,14 @@ AGENT_ADVICE = (
     "and that the GnuPG home path is short"
 )
 
+# What gpg says when pinentry has no terminal to ask on (GPG_TTY unset, no tty).
+PINENTRY_CANNOT_ASK = "Inappropriate ioctl for device"
+PINENTRY_ADVICE = (
+    "gpg could not ask for your passphrase: pinentry has no terminal "
+    '("Inappropriate ioctl for device"). Set GPG_TTY (`export GPG_TTY=$(tty)`) and run '
+    "keyparty sign again, or give the passphrase with --passphrase-fd N"
+)
+
 ALGORITHM_NAMES = {1: "rsa", 2: "rsa", 3: "rsa", 16: "elg", 17: "dsa", 18: "ecdh", 19: "ecdsa"}
 ALGORITHM_NAMES |= {20: "elg-sign", 22: "eddsa"}
 
@@ -72,17 +83,31 @@ class GnuPGError(RuntimeError):
     """gpg failed in a way keyparty cannot turn into a refusal."""
 
 
+class NoEncryptionKey(GnuPGError):
+    """The recipient's key has no usable encryption subkey: no mail can reach it."""
+
+
 @dataclass(frozen=True)
 class UserIDRecord:
+    """One user ID as gpg lists it.
+
+    `text` is the exact packet bytes decoded as UTF-8, with any byte that is
+    not UTF-8 kept as a lone surrogate (surrogateescape), so `raw` gives the
+    packet bytes back exactly. `uid_hash` is gpg's RIPEMD-160 of those bytes.
+    """
+
     text: str
     uid_hash: str
     revoked: bool
     expired: bool
 
     @property
+    def raw(self) -> bytes:
+        return self.text.encode("utf-8", "surrogateescape")
+
+    @property
     def email(self) -> str | None:
-        _, address = parseaddr(self.text)
-        return address if "@" in address else None
+        return email_of(self.text)
 
 
 @dataclass(frozen=True)
@@ -94,6 +119,10 @@ class SubkeyRecord:
     capabilities: str
     revoked: bool
     expired: bool
+
+    @property
+    def alive(self) -> bool:
+        return not (self.revoked or self.expired)
 
 
 @dataclass(frozen=True)
@@ -109,6 +138,16 @@ class KeyRecord:
     capabilities: str
     user_ids: tuple[UserIDRecord, ...]
     subkeys: tuple[SubkeyRecord, ...] = ()
+    # In a secret-key listing: the primary secret key is not on this machine
+    # (gpg's `sec#`: only subkeys, or a stub), so it cannot certify.
+    primary_secret_offline: bool = False
+
+    @property
+    def can_encrypt(self) -> bool:
+        """Mail can be encrypted to this key: gpg's key-wide capability `E`, which it
+        sets only when the primary key or a subkey that is neither revoked nor
+        expired can encrypt (GnuPG doc/DETAILS, field 12)."""
+        return "E" in self.capabilities
 
     @property
     def algorithm_name(self) -> str:
@@ -142,9 +181,39 @@ class _Run:
 
 
 class _BoundedGPG(gnupg.GPG):
-    """python-gnupg with a memory bound on each gpg process."""
+    """python-gnupg with a memory bound on each gpg process, and bytes in,
+    bytes out: status lines carry strangers' user IDs, which need not be
+    UTF-8, and python-gnupg's strict reader thread dies on the first such
+    byte (every later status line of the run is lost)."""
 
     memory_limit = 1024 * 1024 * 1024
+    decode_errors = "surrogateescape"
+
+    def _collect_output(self, process, result, writer=None, stdin=None):
+        # python-gnupg 0.5.7's own, but its stderr reader decodes strictly.
+        stderr = codecs.getreader(self.encoding)(process.stderr, errors="surrogateescape")
+        threads = [
+            threading.Thread(target=self._read_response, args=(stderr, result), daemon=True),
+            threading.Thread(
+                target=self._read_data,
+                args=(process.stdout, result, self.on_data, self.buffer_size),
+                daemon=True,
+            ),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if writer is not None:
+            writer.join(0.01)
+        process.wait()
+        result.returncode = process.returncode
+        if stdin is not None:
+            with suppress(OSError):
+                stdin.close()
+        stderr.close()
+        process.stdout.close()
+        return process.returncode
 
     def _open_subprocess(self, args, passphrase=False):
         process = super()._open_subprocess(args, passphrase)
@@ -160,22 +229,43 @@ def _utc(epoch: str) -> datetime | None:
     return datetime.fromtimestamp(int(epoch), UTC) if epoch else None
 
 
+# gpg's colon listings write a few control bytes as C escapes and every other
+# one, ':' and '\\' as \xNN (es_write_sanitized in GnuPG's common/stringhelp).
+_C_ESCAPES = {ord("n"): 0x0A, ord("r"): 0x0D, ord("f"): 0x0C, ord("v"): 0x0B, ord("b"): 0x08}
+_C_ESCAPES[ord("0")] = 0x00
+_C_ESCAPES[ord("\\")] = 0x5C
+
+
 def _unescape(field_text: str) -> str:
-    """Colon output escapes ':' and control bytes as \\xNN in raw UTF-8."""
-    raw = bytearray()
+    """A colon-listing field back to its exact bytes, decoded as UTF-8 with any
+    byte that is not UTF-8 kept as a lone surrogate (lossless: see UserIDRecord)."""
     data = field_text.encode("utf-8", "surrogateescape")
+    if b"\\" not in data:
+        return data.decode("utf-8", "surrogateescape")
+    raw = bytearray()
     i = 0
     while i < len(data):
-        if data[i : i + 2] == b"\\x" and i + 4 <= len(data):
-            try:
-                raw.append(int(data[i + 2 : i + 4], 16))
-                i += 4
+        if data[i] == 0x5C and i + 1 < len(data):
+            following = data[i + 1]
+            if following == ord("x") and i + 4 <= len(data):
+                try:
+                    raw.append(int(data[i + 2 : i + 4], 16))
+                    i += 4
+                    continue
+                except ValueError:
+                    pass
+            elif following in _C_ESCAPES:
+                raw.append(_C_ESCAPES[following])
+                i += 2
                 continue
-            except ValueError:
-                pass
         raw.append(data[i])
         i += 1
-    return raw.decode("utf-8", "replace")
+    return bytes(raw).decode("utf-8", "surrogateescape")
+
+
+def uid_hash(user_id: bytes) -> str:
+    """gpg's name for a user ID in colon listings: RIPEMD-160 of its packet body."""
+    return hashlib.new("ripemd160", user_id).hexdigest().upper()
 
 
 def parse_key_listing(text: str) -> list[KeyRecord]:
@@ -209,6 +299,7 @@ def parse_key_listing(text: str) -> list[KeyRecord]:
                 "revoked": f[1] == "r",
                 "expired": f[1] == "e",
                 "capabilities": f[11],
+                "primary_secret_offline": len(f) > 14 and f[14] == "#",
                 "uids": [],
                 "subs": [],
             }
@@ -280,22 +371,40 @@ class CertifyOutcome:
 
     @property
     def problem(self) -> str | None:
-        """A plain sentence for a failure, or None when gpg succeeded."""
+        """A plain sentence for a failure, or None when gpg made the certification.
+
+        Judged by status lines and gpg's own error lines, never by the last line
+        of stderr alone: after a failed signing gpg ends with "Key not changed so
+        no update needed", which hides the cause.
+        """
         keywords = {k for k, _ in self.status}
         if "BAD_PASSPHRASE" in keywords or "Bad passphrase" in self.stderr:
             return "wrong passphrase"
         if AGENT_UNREACHABLE in self.stderr or "no gpg-agent running" in self.stderr:
             return f"gpg {AGENT_ADVICE}"
+        if PINENTRY_CANNOT_ASK in self.stderr or "No pinentry" in self.stderr:
+            return PINENTRY_ADVICE
         if "NO_SECKEY" in keywords or "INV_SGNR" in keywords or "No secret key" in self.stderr:
             return "no secret key for the signing key in this GnuPG home"
         if "KEYEXPIRED" in keywords or "SIGEXPIRED" in keywords:
             return "the signing key has expired"
         if "KEYREVOKED" in keywords:
             return "the signing key is revoked"
-        if self.returncode != 0 or "FAILURE" in keywords or "ERROR" in keywords:
-            last = self.stderr.strip().splitlines()[-1:] or ["no message"]
-            return f"gpg failed: {last[0]}"
+        failed = self.returncode != 0 or "FAILURE" in keywords or "ERROR" in keywords
+        if failed:
+            return f"gpg failed: {self._first_error()}"
+        if "ALREADY_SIGNED" in keywords:
+            return "gpg made nothing: this key had already certified that user ID"
         return None
+
+    def _first_error(self) -> str:
+        lines = [
+            line.removeprefix("gpg: ")
+            for line in self.stderr.splitlines()
+            if line.startswith("gpg: ") and "Key not changed" not in line
+        ]
+        failing = [line for line in lines if "failed" in line or "error" in line.lower()]
+        return (failing or lines or ["no message"])[0]
 
 
 def parse_signature_listing(text: str) -> list[CertificationRecord]:
@@ -533,7 +642,14 @@ class GnuPGHome:
         """Encrypt to one key of this home (armored), for mail only its owner can read."""
         run = self._run(["--armor", "--encrypt", "--recipient", recipient], data)
         if run.returncode != 0 or not run.data:
-            raise GnuPGError(f"gpg could not encrypt to {recipient}: {run.stderr.strip()[-200:]}")
+            keywords = {k for k, _ in run.status}
+            if "INV_RECP" in keywords or "unusable public key" in run.stderr:
+                raise NoEncryptionKey(
+                    f"the key {recipient} has no usable encryption subkey (expired, revoked "
+                    "or none), so no encrypted mail can reach it"
+                )
+            why = CertifyOutcome(run.returncode or 2, run.status, run.stderr)._first_error()
+            raise GnuPGError(f"gpg could not encrypt to {recipient}: {why}")
         return run.data
 
     def export_to(self, path: Path, armor: bool = False) -> None:

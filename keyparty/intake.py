@@ -9,6 +9,7 @@ self-signatures, the certification), are merged into the event keyring.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
 from collections.abc import Iterable
@@ -73,7 +74,7 @@ class _Candidate:
     signature: openpgp.Signature
     digest: str
 
-    @property
+    @functools.cached_property
     def minimal(self) -> bytes:
         return openpgp.minimal_key(self.block, self.user_id, [self.signature])
 
@@ -270,7 +271,10 @@ def _check_signatures(home, candidates: list[_Candidate], keys: dict[str, Key]) 
     def sid_of(c: _Candidate) -> tuple:
         created = datetime.fromtimestamp(c.signature.created or 0, UTC)
         return _signature_id(
-            c.block.fingerprint, _text(c.user_id), c.signature.issuer_fingerprint, created
+            c.block.fingerprint,
+            c.user_id.decode("utf-8", "surrogateescape"),  # as gpg's listing is read
+            c.signature.issuer_fingerprint,
+            created,
         )
 
     # gpg keeps only one of two signatures it takes for the same one, and
@@ -295,7 +299,7 @@ def _read_uploads(
     candidates = []
     for index, (source, data) in enumerate(uploads):
         try:
-            blocks = openpgp.read_keys(data)
+            blocks = openpgp.read_keys(data, openpgp.CERTIFICATION_LABELS)
         except openpgp.KeyMaterialRefused as problem:
             refusal = Refusal("input", str(problem))
             outcomes[index] = Outcome(source, "refused", rule="input", refusal=refusal)
@@ -338,6 +342,7 @@ def _is_self_signature(block: openpgp.KeyBlock, signature: openpgp.Signature) ->
 
 
 def _text(user_id: bytes) -> str:
+    """A user ID for display and the record; never for matching (see _judge)."""
     return user_id.decode("utf-8", "replace")
 
 
@@ -353,7 +358,13 @@ def _judge(
     signature = candidate.signature
     target = keys.get(candidate.block.fingerprint or "")
     uid_text = _text(candidate.user_id)
-    user_id = next((u for u in target.user_ids if u.text == uid_text), None) if target else None
+    # Matched on the exact bytes: a user ID that is not UTF-8 must never pass for a
+    # registered one that holds U+FFFD.
+    user_id = (
+        next((u for u in target.user_ids if u.text.encode() == candidate.user_id), None)
+        if target
+        else None
+    )
     issuer = keys.get(signature.issuer_fingerprint or "")
     signer = issuer.attendee if issuer else None
     context_name, event_name = notation_names(event)

@@ -14,6 +14,9 @@ from datetime import datetime
 
 MAX_KEY_BYTES = 1024 * 1024
 MAX_USER_ID_BYTES = 1024
+# User IDs per key (item 10 of issue 11): nobody has a hundred identities, and a
+# cap keeps registration, the party list and the phone pages fast for any key.
+MAX_USER_IDS = 100
 MIN_RSA_DSA_BITS = 2048
 
 RSA = (1, 2, 3)
@@ -52,8 +55,16 @@ def check_key_block(
     size: int,
     user_id_lengths: list[int],
     components: list[Component],
+    max_user_ids: int = MAX_USER_IDS,
+    critical_unknown: int | None = None,
 ) -> KeyRefusal | None:
-    """What can be judged from the packets alone, before gpg runs."""
+    """What can be judged from the packets alone, before gpg runs.
+
+    `components` are judged by algorithm and size; pass the primary key only when
+    subkeys are judged later by what can be used (check_live_subkeys).
+    `critical_unknown` is the type of an unknown subpacket marked critical in a
+    self-signature (RFC 9580 5.2.3.7: the signature is then invalid), or None.
+    """
     if version == 3:
         return KeyRefusal(
             "v3",
@@ -76,6 +87,30 @@ def check_key_block(
             "`gpg --armor --export-options export-minimal --export FINGERPRINT`.",
             {"kib": size // 1024},
         )
+    if not user_id_lengths:
+        return KeyRefusal(
+            "no-user-id",
+            "This key has no user ID at all: nobody could tell whose it is. Add one with "
+            "`gpg --quick-add-uid FINGERPRINT 'Name <email>'` and register it again.",
+        )
+    if len(user_id_lengths) > max_user_ids:
+        return KeyRefusal(
+            "too-many-user-ids",
+            "This key has {count} user IDs; keyparty takes up to {limit} per key. Register a "
+            "copy with only the user IDs you want certified at this event: "
+            "`gpg --armor --export-filter keep-uid='mbox = you@example.org' --export "
+            "FINGERPRINT`.",
+            {"count": len(user_id_lengths), "limit": max_user_ids},
+        )
+    if critical_unknown is not None:
+        return KeyRefusal(
+            "critical-subpacket",
+            "A self-signature on this key has a subpacket of type {kind} marked critical, "
+            "which OpenPGP does not define, so GnuPG ignores that signature and cannot use "
+            "the key. Make the self-signatures again with a current GnuPG "
+            "(`gpg --quick-set-expire FINGERPRINT 2y` remakes them) and register it again.",
+            {"kind": critical_unknown},
+        )
     for length in user_id_lengths:
         if length > MAX_USER_ID_BYTES:
             return KeyRefusal(
@@ -90,6 +125,74 @@ def check_key_block(
         refusal = check_algorithm(component)
         if refusal:
             return refusal
+    return None
+
+
+def check_live_subkeys(subkeys: list[tuple[Component, bool]]) -> KeyRefusal | None:
+    """Subkeys judged by what can be used: (component, alive) pairs, where a subkey
+    that is revoked or expired is not alive and is not judged (Debian's keyring holds
+    RSA-4096 keys whose revoked RSA-1024 subkeys nobody can use any more)."""
+    for component, alive in subkeys:
+        refusal = check_algorithm(component) if alive else None
+        if refusal:
+            return refusal
+    return None
+
+
+# Warnings for an accepted key (registration shows them; same shape as a refusal).
+NO_ENCRYPTION = KeyRefusal(
+    "no-encryption",
+    "This key has no usable encryption subkey, so nobody can send it encrypted mail: "
+    "its user IDs cannot be certified in the 'email' context (C3), and certifications "
+    "reach you only on your page. Add one (`gpg --quick-add-key FINGERPRINT cv25519 encr`) "
+    "and register the key again to change that.",
+)
+PHOTO_DROPPED = KeyRefusal(
+    "photo-dropped",
+    "This key's photo ID was left out: keyparty never shows or certifies photos.",
+)
+
+
+def check_user_id_bytes(user_ids: list[bytes]) -> KeyRefusal | None:
+    """Each user ID still in use must be UTF-8 text without NUL (RFC 4880 5.11;
+    gpg cannot name a user ID holding NUL on its command line)."""
+    for number, user_id in enumerate(user_ids, 1):
+        if b"\0" in user_id:
+            return KeyRefusal(
+                "user-id-nul",
+                "User ID {number} of this key holds a NUL byte, which no OpenPGP tool can "
+                "name to certify it. Add the user ID again without it "
+                "(`gpg --quick-add-uid FINGERPRINT 'Name <email>'`), revoke the old one "
+                "(`gpg --quick-revoke-uid`), and register the key again.",
+                {"number": number},
+            )
+        try:
+            user_id.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            continue
+        try:
+            user_id.decode("cp1252")
+        except UnicodeDecodeError:
+            return KeyRefusal(
+                "user-id-not-utf8",
+                "User ID {number} of this key is not UTF-8 text but some other 8-bit "
+                "encoding; OpenPGP user IDs are UTF-8 (RFC 4880 5.11), and keyparty cannot "
+                "show, list or certify it exactly. In a UTF-8 terminal add it again "
+                "(`gpg --quick-add-uid FINGERPRINT 'Name <email>'`), revoke the old one "
+                "(`gpg --quick-revoke-uid FINGERPRINT 'OLD USER ID'`), and register the key again.",
+                {"number": number},
+            )
+        return KeyRefusal(
+            "user-id-not-utf8",
+            "User ID {number} of this key is not UTF-8 text (its bytes look like Latin-1 or "
+            "Windows-1252); OpenPGP user IDs are UTF-8 (RFC 4880 5.11), and keyparty cannot "
+            "show, list or certify it exactly. In a UTF-8 terminal add it again "
+            "(`gpg --quick-add-uid FINGERPRINT 'Name <email>'`), revoke the old one "
+            "(`gpg --quick-revoke-uid FINGERPRINT 'OLD USER ID'`), and register the key again.",
+            {"number": number},
+        )
     return None
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import Table
 from sqlalchemy import Text
 from sqlalchemy import UniqueConstraint
 from sqlalchemy import text
+from sqlalchemy import true
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
@@ -122,6 +123,8 @@ class Key(db.Model):
     created: Mapped[datetime]
     expires: Mapped[datetime | None]
     armored: Mapped[str] = mapped_column(Text)
+    # A live subkey (or the primary) can encrypt: mail can reach the owner (C3).
+    can_encrypt: Mapped[bool] = mapped_column(default=True, server_default=true())
     # Place on the frozen party list, 1-based; None until the freeze.
     list_number: Mapped[int | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -254,6 +257,10 @@ class Certification(db.Model):
     # (only its hash is kept); following it proves the address and accepts.
     delivery_token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
     delivered_at: Mapped[datetime | None]
+    # A mail that can never go out (no encryption key, no SMTPUTF8 for the
+    # address, a 5xx answer): marked once with why, never retried.
+    delivery_failed_at: Mapped[datetime | None]
+    delivery_error: Mapped[str | None] = mapped_column(Text)
 
     signer: Mapped[Attendee | None] = relationship()
     key: Mapped[Key | None] = relationship()

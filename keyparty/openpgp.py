@@ -98,6 +98,25 @@ _REFUSALS = {
         "No public key found in this input. Export your public key with `gpg --armor --export FINGERPRINT` and "
         "send the whole output."
     ),
+    "keybox": N_(
+        "This is GnuPG's keyring file (pubring.kbx), not an exported key. Export your key "
+        "with `gpg --armor --export FINGERPRINT` and send that output instead."
+    ),
+    "utf-16": N_(
+        "This file is saved as UTF-16 text, not as the plain ASCII an exported key is. Export "
+        "your key again with `gpg --armor --export FINGERPRINT` > key.asc (or save the text "
+        "as UTF-8) and send that."
+    ),
+    "too-many-packets": N_(
+        "This key data holds more packets than any real key: more than {limit} in one key, "
+        "or packets too small to be key material. Export your key with its own signatures "
+        "only: `gpg --armor --export-options export-minimal --export FINGERPRINT`."
+    ),
+    "wrong-block": N_(
+        "This is a PGP {label} block, not a public key. Export your public key with "
+        "`gpg --armor --export FINGERPRINT` and send the whole output, from "
+        "-----BEGIN PGP PUBLIC KEY BLOCK----- to -----END PGP PUBLIC KEY BLOCK-----."
+    ),
 }
 
 # The same sentences with a detail phrase, for the problems that name one.
@@ -141,7 +160,8 @@ class KeyMaterialRefused(ValueError):
     """Whole input refused.
 
     `.problem` is a short code: "empty", "not-openpgp", "corrupt-armor", "truncated",
-    "secret-key", "compressed" or "no-key". str(exc) is a plain sentence naming what is
+    "secret-key", "compressed", "no-key", "keybox" (GnuPG's pubring.kbx), "utf-16" (a
+    text file saved as UTF-16) or "wrong-block" (armor of another kind than expected). str(exc) is a plain sentence naming what is
     wrong and what to do; it never quotes the input, so it is safe to show anywhere.
     `.text` is that sentence with {placeholders} filled from `.params` (a detail is a
     Phrase), so that a web page can translate it before filling it in.
@@ -176,6 +196,15 @@ def _refuse(problem: str, detail: str = "", **values: int) -> KeyMaterialRefused
     """
     if problem not in _REFUSALS:  # pragma: no cover - programming error, not input
         raise AssertionError(problem)
+    if problem == "too-many-packets":
+        params = {"limit": Phrase(str(MAX_PACKETS_PER_KEY))}
+        text = _REFUSALS[problem]
+        return KeyMaterialRefused(problem, text.format(**params), text, params)
+    if problem == "wrong-block":
+        # The label is one of the armor labels of RFC 9580 6.2, matched by _MARKER.
+        params = {"label": Phrase(detail)}
+        text = _REFUSALS[problem]
+        return KeyMaterialRefused(problem, text.format(**params), text, params)
     if detail and problem in _REFUSALS_WITH_DETAIL:
         text = _REFUSALS_WITH_DETAIL[problem]
         params = {"detail": Phrase(detail, values)}
@@ -294,9 +323,11 @@ def _crc24(data: bytes) -> int:
 # --- Armor ----------------------------------------------------------------------------
 
 _UTF8_BOM = b"\xef\xbb\xbf"
-# BEGIN/END lines. Searched for without re.MULTILINE anchors (several times faster on a
-# big keyring) and then checked to stand alone on their line; see _marker_lines.
-_MARKER = re.compile(rb"-----(BEGIN|END) PGP ([A-Z0-9 ,/]+)-----")
+_CONTROL_BYTE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# BEGIN/END lines, alone on their line (blanks around them allowed: people indent
+# pasted blocks). Anchored per line, so finding them is linear in the input, however
+# many markers it holds.
+_MARKER = re.compile(rb"^[ \t]*-----(BEGIN|END) PGP ([A-Z0-9 ,/]+)-----[ \t]*$", re.MULTILINE)
 # Any secret key in a text paste, OpenPGP ("PRIVATE"/PGP 2 "SECRET") or not (SSH, PEM):
 # the person must be told at once, whatever else the input holds.
 _SECRET_ARMOR = re.compile(
@@ -315,14 +346,19 @@ def _is_utf8(data: bytes) -> bool:
 
 
 def _is_binary(data: bytes) -> bool:
-    """True for binary packets: a packet tag first, and not text.
+    """True for binary packets: a packet tag first, and no armor in it.
 
     A packet tag has bit 7 set, but so does the first byte of text in most scripts
-    ("鍵です" before a pasted block). Real binary keys are not valid UTF-8 (0x99 is a
-    continuation byte; after 0xC6 the length octet or the key material breaks it), so
-    valid UTF-8 is read as text. A crafted key that is valid UTF-8 is merely refused.
+    ("鍵です" before a pasted block). Text holds no control bytes besides line breaks
+    and tabs, while every binary key does (its version octet is 4), so binary packets
+    that happen to be valid UTF-8 are still binary: the same key gives the same answer
+    armored or binary.
     """
-    return bool(data[0] & 0x80) and not _is_utf8(data)
+    if not data[0] & 0x80:
+        return False
+    if not _is_utf8(data):
+        return True
+    return b"-----BEGIN PGP" not in data and bool(_CONTROL_BYTE.search(data))
 
 
 def is_armored(data: bytes) -> bool:
@@ -331,32 +367,62 @@ def is_armored(data: bytes) -> bool:
     return bool(data.strip()) and not _is_binary(data) and b"-----BEGIN PGP " in data
 
 
-def dearmor(data: bytes) -> bytes:
+# A GnuPG keybox file starts with a 32-byte header blob: length(4), type 1, version 1,
+# flags(2), then the magic "KBXf" (GnuPG's kbx/keybox-blob.c).
+_KEYBOX_MAGIC_AT = slice(8, 12)
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+# The armor labels a reader takes (RFC 9580 6.2): keys, and certifications uploaded
+# on their own as a detached signature block.
+KEY_LABELS = frozenset({b"PUBLIC KEY BLOCK"})
+CERTIFICATION_LABELS = frozenset({b"PUBLIC KEY BLOCK", b"SIGNATURE"})
+
+
+def _looks_utf16(data: bytes) -> bool:
+    """Text saved as UTF-16 without a byte order mark: every other byte is NUL."""
+    if len(data) < 4 or data[0] & 0x80:
+        return False  # binary packets start with a tag octet, bit 7 set
+    head = data[:64]
+    for zeros, text in ((head[1::2], head[0::2]), (head[0::2], head[1::2])):
+        if not zeros.strip(b"\0") and 0 not in text:
+            return True
+    return False
+
+
+def dearmor(data: bytes, labels: frozenset[bytes] = KEY_LABELS) -> bytes:
     """Binary OpenPGP from armored or binary input; several armored blocks are joined.
 
-    Raises KeyMaterialRefused ("empty", "not-openpgp", "corrupt-armor", "secret-key").
+    `labels` are the armor block kinds taken (default: PUBLIC KEY BLOCK); a block
+    of another kind (a PGP MESSAGE, a SIGNATURE where a key is expected) is
+    refused as "wrong-block". The same bytes give the same answer armored or binary.
+
+    Raises KeyMaterialRefused ("empty", "not-openpgp", "corrupt-armor", "secret-key",
+    "keybox", "utf-16", "wrong-block").
     """
-    data = bytes(data).removeprefix(_UTF8_BOM)
+    data = bytes(data)
+    if data[_KEYBOX_MAGIC_AT] == b"KBXf":
+        raise _refuse("keybox")
+    if data.startswith(_UTF16_BOMS) or _looks_utf16(data):
+        raise _refuse("utf-16")
+    data = data.removeprefix(_UTF8_BOM)
     if not data.strip():
         raise _refuse("empty")
     if _is_binary(data):
         return data
-    return _decode_armor_text(data)
+    return _decode_armor_text(data, labels)
 
 
-def _decode_armor_text(text: bytes) -> bytes:
+def _decode_armor_text(text: bytes, labels: frozenset[bytes] = KEY_LABELS) -> bytes:
     # Checked first and over the whole text: a secret key must never be passed over
     # because some other block in the same paste is damaged.
     if _SECRET_ARMOR.search(text):
         raise _refuse("secret-key")
     text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    markers = [m for m in _marker_lines(text) if m.group(2) != b"SIGNED MESSAGE"]
-    if not markers:
-        raise _no_armor(text)
-
     parts: list[bytes] = []
     begin: re.Match[bytes] | None = None
-    for marker in markers:
+    found = False
+    for marker in _marker_lines(text):
+        found = True
         kind = marker.group(1)
         if begin is None:
             if kind == b"END":
@@ -366,25 +432,24 @@ def _decode_armor_text(text: bytes) -> bytes:
             raise _refuse("corrupt-armor", "a block has no END line")
         elif marker.group(2) != begin.group(2):
             raise _refuse("corrupt-armor", "a block ends with the END line of another kind")
+        elif begin.group(2) not in labels:
+            raise _refuse("wrong-block", begin.group(2).decode("ascii"))
         else:
             parts.append(_decode_armor_body(text[begin.end() : marker.start()]))
             begin = None
+    if not found:
+        raise _no_armor(text)
     if begin is not None:
         raise _refuse("corrupt-armor", "the END line is missing")
     return b"".join(parts)
 
 
 def _marker_lines(text: bytes) -> Iterator[re.Match[bytes]]:
-    """BEGIN/END markers that stand alone on their line (blanks around them allowed:
-    people indent pasted blocks). A marker inside a header line is not one."""
+    """BEGIN/END markers that stand alone on their line, in order, found lazily (a
+    damaged input is refused at its first wrong marker, not after finding them all).
+    A marker inside a header line is not one."""
     for marker in _MARKER.finditer(text):
-        line_start = text.rfind(b"\n", 0, marker.start()) + 1
-        line_end = text.find(b"\n", marker.end())
-        if line_end < 0:
-            line_end = len(text)
-        before = text[line_start : marker.start()]
-        after = text[marker.end() : line_end]
-        if not before.strip(b" \t") and not after.strip(b" \t"):
+        if marker.group(2) != b"SIGNED MESSAGE":
             yield marker
 
 
@@ -676,20 +741,38 @@ class _KeyInProgress:
         )
 
 
-def read_keys(data: bytes) -> list[KeyBlock]:
+# Bounds that keep reading linear and small for any input (issue 11, item 10): a real
+# key has far fewer packets, and real packets average far more than 16 bytes (a
+# signature is 60 bytes or more), so a stream of tiny packets is refused early.
+MAX_PACKETS_PER_KEY = 20_000
+_MIN_AVERAGE_PACKET = 16
+
+
+def read_keys(data: bytes, labels: frozenset[bytes] = KEY_LABELS) -> list[KeyBlock]:
     """Split armored or binary key data into one KeyBlock per primary key.
 
+    `labels`: the armor block kinds taken (see dearmor). Reading is linear in the
+    input and stops early on what no key holds: more than MAX_PACKETS_PER_KEY packets
+    in one key, or more packets than one per 16 bytes of input.
+
     Raises KeyMaterialRefused for the whole input: "empty", "not-openpgp",
-    "corrupt-armor", "truncated", "secret-key", "compressed" or "no-key".
+    "corrupt-armor", "truncated", "secret-key", "compressed", "no-key", "keybox",
+    "utf-16", "wrong-block" or "too-many-packets".
     """
-    buf = dearmor(data)
+    buf = dearmor(data, labels)
+    budget = len(buf) // _MIN_AVERAGE_PACKET + 1000
+    in_key = 0
     blocks: list[KeyBlock] = []
     current: _KeyInProgress | None = None
     not_a_key: str | None = None
     # The whole stream is walked even after a "no-key" finding, so that a secret key or
     # compressed packet further on is still reported: those messages matter more.
-    for tag, start, body_start, body_end in _packets(buf):
+    for count, (tag, start, body_start, body_end) in enumerate(_packets(buf)):
+        in_key += 1
+        if count > budget or in_key > MAX_PACKETS_PER_KEY:
+            raise _refuse("too-many-packets")
         if tag == _TAG_PUBLIC_KEY:
+            in_key = 1
             if current is not None:
                 blocks.append(current.block(buf, start))
             version, primary = _key_facts(buf, body_start, body_end, True)
@@ -1017,8 +1100,17 @@ def _signature(buf: bytes, start: int, body_start: int, end: int) -> Signature:
     )
 
 
-def _walk(block: KeyBlock) -> tuple[bytes, list[Signature], list[UserIDSignatures]]:
-    """(primary key packet, signatures before the first user ID, user IDs) of `block`."""
+@functools.lru_cache(maxsize=8)
+def _walk(
+    block: KeyBlock,
+) -> tuple[bytes, tuple[Signature, ...], tuple[UserIDSignatures, ...]]:
+    """(primary key packet, signatures before the first user ID, user IDs) of `block`.
+
+    Kept for the last few blocks read (intake takes a key's certifications one
+    after another): a minimal key is built once per certification, and re-reading
+    a key with a thousand certifications for each would be quadratic (the block's
+    bytes hash once; CPython caches a bytes hash).
+    """
     buf = block.data
     packets = _packets(buf)
     first = next(packets, None)
@@ -1043,7 +1135,7 @@ def _walk(block: KeyBlock) -> tuple[bytes, list[Signature], list[UserIDSignature
                 current, target = (buf[body_start:end], buf[start:end]), []
     if current is not None and target is not None:
         user_ids.append(UserIDSignatures(current[0], current[1], tuple(target)))
-    return primary, direct, user_ids
+    return primary, tuple(direct), tuple(user_ids)
 
 
 def user_id_signatures(block: KeyBlock) -> list[UserIDSignatures]:
@@ -1053,7 +1145,7 @@ def user_id_signatures(block: KeyBlock) -> list[UserIDSignatures]:
     and their binding signatures. Raises KeyMaterialRefused("not-openpgp") if a
     signature on the key is malformed (see Signature).
     """
-    return _walk(block)[2]
+    return list(_walk(block)[2])
 
 
 def primary_key_packet(block: KeyBlock) -> bytes:
@@ -1097,6 +1189,22 @@ def minimal_key(block: KeyBlock, user_id: bytes, signatures: Sequence[Signature]
             signature.sig_type in _CERTIFICATIONS or signature.sig_type == _CERTIFICATION_REVOCATION
         ):
             raise ValueError("only certifications and their revocations can be added")
+    parts = list(_own_parts(block, user_id))
+    seen = set(parts)
+    for signature in signatures:
+        if signature.raw not in seen:
+            seen.add(signature.raw)
+            parts.append(signature.raw)
+    return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=8)
+def _own_parts(block: KeyBlock, user_id: bytes) -> tuple[bytes, ...]:
+    """The packets a minimal key of `block` for `user_id` starts with: the primary key,
+    its own direct-key signatures and revocations, the user ID, the key's own
+    signatures on it. Kept, so that a thousand certifications on one user ID cost a
+    thousand appends, not a thousand walks over the whole key."""
+    fingerprint = block.fingerprint or ""
     primary, direct, user_ids = _walk(block)
     matching = [uid for uid in user_ids if uid.user_id == user_id]
     if not matching:
@@ -1108,13 +1216,19 @@ def minimal_key(block: KeyBlock, user_id: bytes, signatures: Sequence[Signature]
         if s.sig_type in (_DIRECT_KEY, _KEY_REVOCATION) and _is_self(s, fingerprint)
     )
     parts.append(matching[0].user_id_raw)
-    seen: set[bytes] = set()
-    chosen = [s for uid in matching for s in uid.signatures if _is_self(s, fingerprint)]
-    for signature in [*chosen, *signatures]:
-        if signature.raw not in seen:
+    seen = set(parts)
+    for signature in (s for uid in matching for s in uid.signatures):
+        if len(parts) >= _MAX_OWN_PARTS:
+            break  # nothing here is verified: a flood of "self" claims is cut short
+        if _is_self(signature, fingerprint) and signature.raw not in seen:
             seen.add(signature.raw)
             parts.append(signature.raw)
-    return b"".join(parts)
+    return tuple(parts)
+
+
+# A real key has a handful of self-signatures on a user ID (one per expiry change);
+# the minimal key keeps at most this many packets of the key's own.
+_MAX_OWN_PARTS = 64
 
 
 def keep_user_ids(block: KeyBlock, keep: Callable[[bytes], bool]) -> bytes:
@@ -1135,6 +1249,18 @@ def keep_user_ids(block: KeyBlock, keep: Callable[[bytes], bool]) -> bytes:
         if keeping:
             parts.append(buf[start:end])
     return b"".join(parts)
+
+
+def without_user_attributes(block: KeyBlock) -> KeyBlock:
+    """`block` without its user attributes (photo IDs) and their signatures.
+
+    keyparty never shows, certifies or exports a photo ID, so it is not kept: a key
+    of 1 MiB that is mostly a photo is judged by what is used.
+    """
+    if _TAG_USER_ATTRIBUTE not in (tag for tag, *_ in _packets(block.data)):
+        return block
+    data = keep_user_ids(block, lambda _uid: True)
+    return KeyBlock(block.version, block.fingerprint, block.components, block.user_ids, data)
 
 
 def group_by_key(keys: Sequence[bytes]) -> bytes:

@@ -11,13 +11,17 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 import secrets
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import replace
 from datetime import UTC
 from datetime import datetime
 from email.utils import parseaddr
 
+from flask import current_app
+from flask import has_app_context
 from sqlalchemy import func
 from sqlalchemy import select
 
@@ -29,6 +33,7 @@ from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
 from keyparty.gpg import KeyRecord
 from keyparty.gpg import StagedHome
+from keyparty.gpg import uid_hash
 from keyparty.models import Attendee
 from keyparty.models import Event
 from keyparty.models import Key
@@ -46,12 +51,18 @@ class Signup:
     fingerprint: str
 
 
+# Warnings about an accepted key, shaped like a refusal (translated the same way).
+NO_ENCRYPTION = keycheck.NO_ENCRYPTION
+PHOTO_DROPPED = keycheck.PHOTO_DROPPED
+
+
 @dataclass
 class Accepted:
     key: Key
     # Shown once: only its hash is stored. None when an existing key was updated.
     join_token: str | None
     updated: bool
+    warnings: list[keycheck.KeyRefusal] = field(default_factory=list)
 
 
 @dataclass
@@ -83,6 +94,7 @@ class RegistrationResult:
 class _Candidate:
     source: str
     block: openpgp.KeyBlock
+    photo_dropped: bool = False
 
 
 def hash_token(token: str) -> str:
@@ -131,12 +143,15 @@ def register_keys(
         if not records:
             return result
         blocks = {b.fingerprint: b for b in openpgp.read_keys(stage.export(list(records)))}
+        dropped = {c.block.fingerprint for c in candidates if c.photo_dropped}
         for fingerprint, record in records.items():
             armored = openpgp.armor(blocks[fingerprint].data)
+            warnings = [] if record.can_encrypt else [NO_ENCRYPTION]
+            warnings += [PHOTO_DROPPED] if fingerprint in dropped else []
             if fingerprint in existing:
                 key = existing[fingerprint]
                 _update_key(key, record, armored)
-                result.accepted.append(Accepted(key, None, True))
+                result.accepted.append(Accepted(key, None, True, warnings))
             else:
                 signup = (signups or {}).get(fingerprint)
                 person, new = _attendee_for(event, record, signup, name, email)
@@ -146,7 +161,7 @@ def register_keys(
                 key = Key(event=event, attendee=person, fingerprint=fingerprint, armored=armored)
                 _update_key(key, record, armored)
                 db.session.add(key)
-                result.accepted.append(Accepted(key, token, False))
+                result.accepted.append(Accepted(key, token, False, warnings))
         # Numbered with the keys: the home is one step on only if it was
         # current; otherwise the next event_home() rebuilds it.
         generation = homes.bump(event, Event.keys_generation)
@@ -174,6 +189,7 @@ def _read_inputs(
                 Rejected(source, None, refused.problem, refused.text, refused.params)
             )
             continue
+        blocks = _merge_same_key(blocks)
         if one_key and len(blocks) > 1:
             fingerprints = ", ".join(b.fingerprint or "?" for b in blocks)
             result.rejected.append(
@@ -190,8 +206,32 @@ def _read_inputs(
         many = len(blocks) > 1
         for n, block in enumerate(blocks, 1):
             label = f"{source} (key {n} of {len(blocks)})" if many else source
-            candidates.append(_Candidate(label, block))
+            kept = openpgp.without_user_attributes(block)
+            candidates.append(_Candidate(label, kept, kept is not block))
     return candidates
+
+
+def _merge_same_key(blocks: list[openpgp.KeyBlock]) -> list[openpgp.KeyBlock]:
+    """One block per fingerprint: the same key pasted twice is one key (gpg merges
+    the packets of both copies on import)."""
+    merged: dict[str | None, openpgp.KeyBlock] = {}
+    alone = []
+    for block in blocks:
+        if block.fingerprint is None:
+            alone.append(block)
+            continue
+        first = merged.get(block.fingerprint)
+        if first is None:
+            merged[block.fingerprint] = block
+        elif block.data != first.data:
+            merged[block.fingerprint] = openpgp.KeyBlock(
+                first.version,
+                first.fingerprint,
+                first.components,
+                tuple(dict.fromkeys(first.user_ids + block.user_ids)),
+                first.data + block.data,
+            )
+    return [*merged.values(), *alone]
 
 
 def _check_candidates(
@@ -203,11 +243,14 @@ def _check_candidates(
     kept = []
     for candidate in candidates:
         block = candidate.block
+        # Subkeys are judged after gpg, which knows which ones are revoked or expired.
         refusal = keycheck.check_key_block(
             block.version,
             len(block.data),
             [len(uid) for uid in block.user_ids],
-            [keycheck.Component(c.algorithm, c.bits, c.is_primary) for c in block.components],
+            [keycheck.Component(c.algorithm, c.bits, True) for c in block.components[:1]],
+            max_user_ids=_max_user_ids(),
+            critical_unknown=_critical_unknown(block) if block.version == 4 else None,
         )
         if refusal is None:
             change = check_key_change(event.state, block.fingerprint in existing)
@@ -225,6 +268,39 @@ def _check_candidates(
         else:
             kept.append(candidate)
     return kept
+
+
+def _max_user_ids() -> int:
+    if has_app_context():
+        return int(current_app.config.get("MAX_USER_IDS", keycheck.MAX_USER_IDS))
+    return keycheck.MAX_USER_IDS
+
+
+def _critical_unknown(block: openpgp.KeyBlock) -> int | None:
+    """The first unknown critical subpacket type in a self-signature on a user ID."""
+    try:
+        entries = openpgp.user_id_signatures(block)
+    except openpgp.KeyMaterialRefused:
+        return None  # gpg will say the key is damaged
+    for entry in entries:
+        for signature in entry.signatures:
+            claimed = signature.issuer_fingerprint or signature.issuer_key_id or ""
+            if signature.critical_unknown and (block.fingerprint or "").endswith(claimed):
+                return signature.critical_unknown[0]
+    return None
+
+
+def _exact(record: KeyRecord, block: openpgp.KeyBlock) -> KeyRecord:
+    """`record` with each user ID's text made of the exact packet bytes, found by
+    gpg's hash of them (never trusting how gpg escaped them for its listing)."""
+    packets = {uid_hash(uid): uid for uid in block.user_ids}
+    user_ids = tuple(
+        replace(u, text=packets[u.uid_hash].decode("utf-8", "surrogateescape"))
+        if u.uid_hash in packets
+        else u
+        for u in record.user_ids
+    )
+    return replace(record, user_ids=user_ids)
 
 
 def _import_and_check(
@@ -248,13 +324,23 @@ def _import_and_check(
             reason = outcome.problems.get(fingerprint) or outcome.problems.get(None)
             result.rejected.append(_unusable(candidate, reason))
             continue
+        record = _exact(record, candidate.block)
         usable = [u for u in record.user_ids if not (u.revoked or u.expired)]
-        refusal = keycheck.check_key_validity(
-            record.revoked,
-            record.expires,
-            len(usable),
-            event.date,
-            now,
+        refusal = (
+            keycheck.check_key_validity(
+                record.revoked,
+                record.expires,
+                len(usable),
+                event.date,
+                now,
+            )
+            or keycheck.check_live_subkeys(
+                [
+                    (keycheck.Component(sub.algorithm, sub.bits, False), sub.alive)
+                    for sub in record.subkeys
+                ]
+            )
+            or keycheck.check_user_id_bytes([u.raw for u in usable])
         )
         if refusal:
             result.rejected.append(
@@ -326,10 +412,11 @@ def _attendee_for(
         if same:
             return same, False
     if not name:
-        first = record.user_ids[0].text if record.user_ids else record.fingerprint
-        uid_name, uid_email = parseaddr(first)
-        name = uid_name or first
-        email = email or (uid_email if "@" in uid_email else None)
+        first = record.user_ids[0] if record.user_ids else None
+        text = first.text if first else record.fingerprint
+        uid_name, _ = parseaddr(text)
+        name = uid_name or text
+        email = email or (first.email if first else None)
     person = Attendee(event=event, name=name.strip(), email=(email or None))
     db.session.add(person)
     return person, True
@@ -340,6 +427,7 @@ def _update_key(key: Key, record: KeyRecord, armored: str) -> None:
     key.algorithm = record.algorithm_name
     key.created = record.created.replace(tzinfo=None)
     key.expires = record.expires.replace(tzinfo=None) if record.expires else None
+    key.can_encrypt = record.can_encrypt
     key.user_ids = [
         UserID(position=n, text=uid.text, email=uid.email, uid_hash=uid.uid_hash)
         for n, uid in enumerate(u for u in record.user_ids if not (u.revoked or u.expired))
@@ -358,9 +446,25 @@ def read_signups(text: str) -> dict[str, Signup]:
         )
     signups = {}
     for row in reader:
-        fingerprint = normalize_fingerprint(row[columns["fingerprint"]] or "")
+        # Row 1 is the header; a short row has None for its missing cells, a long
+        # one puts its extra cells under the key None.
+        number = reader.line_num
+        name = (row.get(columns["name"]) or "").strip()
+        fingerprint = normalize_fingerprint(row.get(columns["fingerprint"]) or "")
+        if None in row or not name or not re.fullmatch(r"[0-9A-F]{40}", fingerprint):
+            what = (
+                "has more cells than the header"
+                if None in row
+                else "has no name"
+                if not name
+                else "has no 40-digit fingerprint"
+            )
+            raise ValueError(
+                f"row {number} of the sign-up sheet {what}; each row needs name, email, "
+                "fingerprint (the email may be empty)."
+            )
         email = (row.get(columns.get("email", ""), "") or "").strip() or None
-        signups[fingerprint] = Signup(row[columns["name"]].strip(), email, fingerprint)
+        signups[fingerprint] = Signup(name, email, fingerprint)
     return signups
 
 
@@ -374,7 +478,7 @@ def sort_files(files: list[tuple[str, bytes]]) -> tuple[list[tuple[str, bytes]],
         if name.lower().endswith(".csv"):
             try:
                 signups |= read_signups(data.decode("utf-8-sig"))
-            except (ValueError, UnicodeDecodeError) as problem:
+            except (ValueError, UnicodeDecodeError, csv.Error) as problem:
                 raise ValueError(f"{name}: {problem}") from None
         else:
             inputs.append((name, data))

@@ -232,6 +232,7 @@ class VerificationAttempt:
     now: datetime
     pace: Pace = Pace()
     user_id_has_email: bool = True
+    key_can_encrypt: bool = True
 
 
 def _state_index(state: str) -> int:
@@ -333,6 +334,12 @@ def check_verification(attempt: VerificationAttempt) -> Refusal | None:
             "C3",
             "This user ID has no email address, so there is no address to check in the "
             "'email' context. Choose another context for it.",
+        )
+    if a.context == "email" and not a.key_can_encrypt:
+        return Refusal(
+            "C3",
+            "This key cannot receive encrypted mail (it has no usable encryption subkey), so "
+            "an 'email' certification could never reach its owner. Choose another context.",
         )
 
     basis = BASES.get(a.basis)

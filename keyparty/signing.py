@@ -25,7 +25,10 @@ from pathlib import Path
 
 from keyparty import openpgp
 from keyparty.bundle import FORMAT
+from keyparty.escaping import for_filename
+from keyparty.escaping import for_terminal
 from keyparty.gpg import INTO_OWN_KEYRING
+from keyparty.gpg import PINENTRY_ADVICE
 from keyparty.gpg import GnuPGError
 from keyparty.gpg import GnuPGHome
 from keyparty.rules import moment_text
@@ -37,7 +40,12 @@ class SigningError(RuntimeError):
 
 @dataclass(frozen=True)
 class Task:
-    """One gpg run: certify these user IDs of one key in one context."""
+    """One gpg run: certify one user ID of one key in one context.
+
+    One user ID per run, so that one user ID gpg cannot certify never takes
+    the others down with it (gpg aborts the whole run on the first one).
+    `user_ids` is a one-element tuple.
+    """
 
     signer: str
     fingerprint: str
@@ -59,16 +67,41 @@ class Report:
 
 def api_url(source: str, path: str) -> str:
     """http://host:8000/e/EVENT → http://host:8000/api/e/EVENT/<path>."""
-    match = re.match(r"^(https?://[^/]+)/e/([^/?#]+)", source)
+    base, _, event = server_of(source).rpartition("/e/")
+    return f"{base}/api/e/{event}/{path}"
+
+
+def server_of(url: str) -> str:
+    """The event address http(s)://HOST/e/EVENT that `url` starts with, or a SigningError."""
+    match = re.match(r"^(https?://[^/]+)/e/([^/?#]+)", url, re.IGNORECASE)
     if not match:
         raise SigningError(
-            f"{source} is not an event address: give http(s)://HOST/e/EVENT (shown on your "
-            "phone), or a bundle file downloaded from your phone page."
+            f"{for_terminal(url)} is not an event address: give http(s)://HOST/e/EVENT "
+            "(shown on your phone), or a bundle file downloaded from your phone page."
         )
-    return f"{match.group(1)}/api/e/{match.group(2)}/{path}"
+    return f"{match.group(1).lower()}/e/{match.group(2)}"
+
+
+def check_server(bundle: dict, server: str) -> None:
+    """Refuse a bundle that names another server than the one the signer named:
+    the signing token goes only where the signer said (never where a bundle says)."""
+    named = bundle["event"].get("url") or ""
+    try:
+        same = server_of(named) == server_of(server)
+    except SigningError:
+        same = False
+    if not same:
+        raise SigningError(
+            f"This bundle is for {for_terminal(named) or 'no server'}, not {for_terminal(server)}: "
+            "keyparty sends your signing token and certifications only to the server you "
+            "name. Download the bundle again from your phone page on that server, or name "
+            "the bundle's own server. Nothing was certified."
+        )
 
 
 def load_bundle(source: str, token: str | None = None) -> dict:
+    """The signing bundle from the event address SOURCE (with the signing token)
+    or from a bundle file. A bundle fetched from a server must name that server."""
     if source.startswith(("http://", "https://")):
         if not token:
             raise SigningError(
@@ -83,25 +116,31 @@ def load_bundle(source: str, token: str | None = None) -> dict:
         except urllib.error.HTTPError as error:
             raise SigningError(f"The server refused the bundle: {_error_text(error)}") from None
         except urllib.error.URLError as error:
-            raise SigningError(f"Cannot reach {source}: {error.reason}") from None
+            raise SigningError(f"Cannot reach {for_terminal(source)}: {error.reason}") from None
+        except ValueError:
+            raise SigningError(f"{for_terminal(source)} did not send a signing bundle.") from None
     else:
         path = Path(source)
         if not path.is_file():
-            raise SigningError(f"No bundle file {source}.")
+            raise SigningError(f"No bundle file {for_terminal(source)}.")
         try:
             bundle = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError):
-            raise SigningError(f"{source} is not a keyparty signing bundle.") from None
+            raise SigningError(
+                f"{for_terminal(source)} is not a keyparty signing bundle."
+            ) from None
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
-        raise SigningError(f"{source} is not a keyparty signing bundle ({FORMAT}).")
+        raise SigningError(f"{for_terminal(source)} is not a keyparty signing bundle ({FORMAT}).")
+    if source.startswith(("http://", "https://")):
+        check_server(bundle, source)
     return bundle
 
 
 def _error_text(error: urllib.error.HTTPError) -> str:
     try:
-        return json.load(error).get("error", error.reason)
-    except ValueError:
-        return str(error.reason)
+        return for_terminal(str(json.load(error).get("error", error.reason)))
+    except (ValueError, AttributeError):
+        return for_terminal(str(error.reason))
 
 
 def party_list_digests(bundle: dict) -> dict[str, str]:
@@ -163,20 +202,20 @@ def check_bundle(bundle: dict, now: datetime | None = None) -> None:
 
 
 def plan(bundle: dict, signers: list[str], made: set[tuple[str, str, str, str]]) -> list[Task]:
-    """Group the verifications into gpg runs, leaving out what is already made.
+    """One gpg run per verified user ID, context and signing key, leaving out
+    what is already made.
 
-    `made` holds (signer, fingerprint, user ID, context) certified before,
-    so an interrupted run carries on without certifying anything twice.
+    `made` holds (signer, fingerprint, user ID, context) certified before at this
+    event, so an interrupted run carries on without certifying anything twice.
     """
-    groups: dict[tuple[str, str, str, int], list[str]] = {}
+    tasks = []
     for v in bundle["verifications"]:
         for signer in signers:
-            if (signer, v["fingerprint"], v["user_id"], v["context"]) in made:
-                continue
-            groups.setdefault((signer, v["fingerprint"], v["context"], v["level"]), []).append(
-                v["user_id"]
-            )
-    return [Task(s, f, c, lvl, tuple(uids)) for (s, f, c, lvl), uids in groups.items()]
+            if (signer, v["fingerprint"], v["user_id"], v["context"]) not in made:
+                tasks.append(
+                    Task(signer, v["fingerprint"], v["context"], v["level"], (v["user_id"],))
+                )
+    return tasks
 
 
 def certifications_made(
@@ -195,7 +234,7 @@ def certifications_made(
                 if signature.notation(event["event_notation"]) != event["id"].encode():
                     continue
                 context = (signature.notation(event["context_notation"]) or b"").decode()
-                uid = entry.user_id.decode("utf-8", "replace")
+                uid = entry.user_id.decode("utf-8", "surrogateescape")
                 found[(signature.issuer_fingerprint, block.fingerprint, uid, context)] = signature
     return found
 
@@ -215,6 +254,14 @@ def choose_signers(home: GnuPGHome, bundle: dict, local_users: list[str]) -> lis
                 f"({', '.join(registered)}): certifications must come from it."
             )
         key = secret.get(fingerprint)
+        if key is not None and key.primary_secret_offline:
+            raise SigningError(
+                f"Only subkeys of {fingerprint} are on this machine: its primary secret key is "
+                "offline, and certifying needs the primary key. Download the signing bundle "
+                "from your phone page and run `keyparty sign BUNDLE --no-upload` on the "
+                "machine that holds the primary key; bring the files back and upload them. "
+                "Nothing was certified."
+            )
         if key is None:
             raise SigningError(
                 f"No secret key for {fingerprint} in {home.path}: run keyparty sign where "
@@ -237,41 +284,69 @@ def certify_all(
     passphrase: str | None = None,
     progress: Callable[[Task], None] | None = None,
 ) -> Report:
-    """Import the verified keys and certify every planned task, one gpg run each."""
+    """Import the verified keys and certify every planned task, one gpg run each.
+
+    Each user ID has its own outcome in the report. A renewal (this signer
+    certified the user ID at an earlier event) makes a new certification: gpg is
+    always told to add one (--force-sign-key) where it would otherwise answer
+    ALREADY_SIGNED and do nothing; what this event already holds is skipped.
+    Raises SigningError when no certification can succeed (wrong passphrase, no
+    agent, no terminal for pinentry): nothing is lost, run again.
+    """
     home.import_keys("".join(bundle["keys"].values()).encode(), INTO_OWN_KEYRING)
     made = certifications_made(home, bundle, signers)
     report = Report()
     for _signer, fingerprint, uid, context in made:
         report.skipped.append((fingerprint, uid, context, "already certified in this context"))
-    certified_by = {(s, f, u) for s, f, u, _ in made}
+    expired = _expired_targets(home, bundle)
     event = bundle["event"]
     for task in plan(bundle, signers, set(made)):
-        # Another context on a user ID this key certified already: gpg would
-        # say ALREADY_SIGNED and do nothing; force makes the second one.
-        force = any((task.signer, task.fingerprint, uid) in certified_by for uid in task.user_ids)
+        (uid,) = task.user_ids
+        if task.fingerprint in expired:
+            report.failed.append((task.fingerprint, uid, task.context, expired[task.fingerprint]))
+            if progress:
+                progress(task)
+            continue
         outcome = home.certify(
             task.signer,
             task.fingerprint,
-            list(task.user_ids),
+            [uid],
             task.level,
             event["cert_expiry_days"],
             {event["context_notation"]: task.context, event["event_notation"]: event["id"]},
             event["policy_url"],
-            force=force,
+            force=True,
             passphrase=passphrase,
         )
         problem = outcome.problem
-        if problem in ("wrong passphrase",) or (problem and "agent" in problem):
+        if problem == "wrong passphrase" or (
+            problem and ("agent" in problem or problem == PINENTRY_ADVICE)
+        ):
             raise SigningError(f"Stopped: {problem}. Nothing is lost: run keyparty sign again.")
-        for uid in task.user_ids:
-            if problem:
-                report.failed.append((task.fingerprint, uid, task.context, problem))
-            else:
-                report.made.append((task.fingerprint, uid, task.context))
-            certified_by.add((task.signer, task.fingerprint, uid))
+        if problem:
+            report.failed.append((task.fingerprint, uid, task.context, problem))
+        else:
+            report.made.append((task.fingerprint, uid, task.context))
         if progress:
             progress(task)
     return report
+
+
+def _expired_targets(home: GnuPGHome, bundle: dict) -> dict[str, str]:
+    """Keys to certify that expired since they were registered: fingerprint -> why.
+
+    gpg's own answer (KEYEXPIRED) does not say whose key expired; this does.
+    """
+    found = {}
+    for key in home.list_keys(list(bundle["keys"])):
+        if key.expired or (key.expires and key.expires <= datetime.now(UTC)):
+            when = f" on {key.expires:%Y-%m-%d}" if key.expires else ""
+            found[key.fingerprint] = (
+                f"the key being certified ({key.fingerprint}) expired{when}, after the event: "
+                "nothing can certify it until its owner extends it "
+                "(`gpg --quick-set-expire FINGERPRINT 2y`) and sends it again"
+            )
+    return found
 
 
 def write_files(home: GnuPGHome, bundle: dict, signers: list[str], out: Path) -> list[Path]:
@@ -285,17 +360,20 @@ def write_files(home: GnuPGHome, bundle: dict, signers: list[str], out: Path) ->
         made.items(), key=lambda item: item[0]
     ):
         block = blocks[fingerprint]
-        minimal = openpgp.minimal_key(block, uid.encode("utf-8"), [signature])
-        uid_tag = hashlib.sha256(uid.encode()).hexdigest()[:8]
-        path = out / f"{fingerprint}-{uid_tag}-{context}-by-{signer[-8:]}.asc"
+        exact = uid.encode("utf-8", "surrogateescape")
+        minimal = openpgp.minimal_key(block, exact, [signature])
+        uid_tag = hashlib.sha256(exact).hexdigest()[:8]
+        name = f"{fingerprint}-{uid_tag}-{for_filename(context, 20)}-by-{signer[-8:]}.asc"
+        path = out / name
         path.write_text(openpgp.armor(minimal), encoding="utf-8")
         files.append(path)
     return files
 
 
-def upload(bundle: dict, token: str, files: list[Path]) -> list[dict]:
-    """Send each certification on its own (no list-taking API, P2)."""
-    url = api_url(bundle["event"]["url"], "certifications")
+def upload(server: str, token: str, files: list[Path]) -> list[dict]:
+    """Send each certification on its own (no list-taking API, P2) to `server`,
+    the event address the signer named (never one read from a bundle)."""
+    url = api_url(server, "certifications")
     outcomes = []
     for path in files:
         request = urllib.request.Request(
@@ -311,7 +389,7 @@ def upload(bundle: dict, token: str, files: list[Path]) -> list[dict]:
             outcomes.append({"file": path.name, "status": "error", "message": _error_text(error)})
         except urllib.error.URLError as error:
             raise SigningError(
-                f"Upload stopped: {error.reason}. The files are in {path.parent}; run keyparty "
+                f"Upload stopped: {error.reason}. The files are in {for_terminal(str(path.parent))}; run keyparty "
                 "sign again later, or give them to the host."
             ) from None
     return outcomes

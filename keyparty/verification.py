@@ -39,6 +39,13 @@ def event_contexts(event: Event) -> tuple[str, ...]:
     return tuple(c.strip() for c in event.contexts.split(",") if c.strip())
 
 
+def contexts_offered(event: Event, user_id: UserID) -> tuple[str, ...]:
+    """The event's contexts that can apply to this user ID: `email` only for a user ID
+    with an address on a key that can receive encrypted mail (C3)."""
+    can_mail = user_id.email is not None and user_id.key.can_encrypt
+    return tuple(c for c in event_contexts(event) if c != "email" or can_mail)
+
+
 def event_pace(event: Event) -> rules.Pace:
     return rules.Pace(
         event.pace_min_gap_seconds, event.pace_window_seconds, event.pace_max_in_window
@@ -125,6 +132,7 @@ def record(
         now=now,
         pace=pace,
         user_id_has_email=user_id.email is not None,
+        key_can_encrypt=key.can_encrypt,
     )
     refusal = rules.check_verification(attempt)
     if refusal:

@@ -269,7 +269,7 @@ def test_a_refused_recipient_does_not_stop_the_others(email_event, smtp_server, 
     report = delivery.deliver(email_event, BASE_URL, plain(port), outbox)
     assert report.refused == [("bob@example.org", "550 no such user")]
     assert [rcpt for _, rcpt, _ in collector.mails] == [["bob@example.net"]]
-    assert "Not sent to bob@example.org: 550 no such user" in report.summary
+    assert "Not sent to bob@example.org now: 550 no such user" in report.summary
 
     by_uid = email_certifications(email_event)
     refused = by_uid["Bob Example <bob@example.org>"]

@@ -151,6 +151,7 @@ def register(event_id: str):
                 event=event,
                 key=accepted.key,
                 updated=accepted.updated,
+                warnings=accepted.warnings,
                 join_url=join_url,
                 join_svg=Markup(qr_svg(join_url)) if join_url else None,
             )
@@ -474,11 +475,11 @@ def _key_page(event: Event, key: Key, forms: dict | None = None, status: int = 2
         # Only the signer's own verifications of this key: never anyone else's (T3).
         for v in verification.active_verifications(me, key):
             mine.setdefault(v.user_id_id, []).append(v)
-    contexts = verification.event_contexts(event)
     forms = forms or {}
     for uid in key.user_ids:
         if uid.id not in forms:
-            forms[uid.id] = _verification_form(contexts, prefix=f"u{uid.id}")
+            offered = verification.contexts_offered(event, uid)
+            forms[uid.id] = _verification_form(offered, prefix=f"u{uid.id}")
     return render_template(
         "key.html",
         event=event,

@@ -318,7 +318,10 @@ def deliver(event_id: str):
             delivery.smtp_settings(current_app.config),
             events.event_files(event) / "outbox",
         )
-        flash(delivery.describe(result), "ok")
+        # Failures are shown as failures, each in its own red box.
+        for line in result.lines:
+            failed = line.startswith(("Failed", "Not sent"))
+            flash(line, "error" if failed else "ok")
     except delivery.DeliveryError as problem:
         flash(str(problem), "error")
     return redirect(url_for("host.event", event_id=event.id))
