@@ -243,19 +243,6 @@ def test_a_certification_from_an_earlier_event(signing_event, homes):
     assert_refused(signing_event, data, "D2", "earlier event never counts")
 
 
-def test_a_level_above_the_basis(signing_event, homes):
-    """Alice has known Carol for years (level 2): level 3 claims an ID check (C2)."""
-    data = certify(
-        homes,
-        signing_event,
-        fingerprint(signing_event, "Alice"),
-        uid="Carol Example <carol@example.org>",
-        target="Carol",
-        level=3,
-    )
-    assert_refused(signing_event, data, "C2", "level 3, more than your verification gives")
-
-
 def test_nothing_is_taken_before_signing_starts(signing_event, homes):
     data = certify(homes, signing_event, fingerprint(signing_event, "Alice"))
     signing_event.state = "cooling-off"
