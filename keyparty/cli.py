@@ -20,13 +20,16 @@ from keyparty import publishing
 from keyparty import registration
 from keyparty import report
 from keyparty import signing
+from keyparty import verification
 from keyparty.badges import badges_for
 from keyparty.config import DEFAULT_PORT
+from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
 from keyparty.gpg import default_gnupg_home
 from keyparty.network import lan_addresses
 from keyparty.network import public_base_url
 from keyparty.partylist import group_digest
+from keyparty.partylist import safe_text
 from keyparty.rules import STEPS
 from keyparty.storage import SchemaMismatch
 
@@ -91,16 +94,50 @@ def event_list() -> None:
 @click.option("--pace-gap", type=int, help="P4: shortest gap between two people, seconds")
 @click.option("--pace-window", type=int, help="P4: the pace window, seconds")
 @click.option("--pace-max", type=int, help="P4: most people verified in one window")
+@click.option("--expiry-days", type=int, help="D1: certifications expire after N days")
+@click.option("--expiry-cap-days", type=int, help="D1: the longest expiry accepted, days")
+@click.option("--signing-window-days", type=int, help="D3: days after the event to certify in")
+@click.option("--notation-domain", help="C1: notations are written as context@DOMAIN")
+@click.option(
+    "--policy-url",
+    help="C1: a public address written into every certification ('' for none)",
+)
 @with_appcontext
-def event_set(event_id: str, contexts, pace_gap, pace_window, pace_max) -> None:
-    """Change an event's contexts (C1) and pace (P4)."""
+def event_set(
+    event_id: str,
+    contexts,
+    pace_gap,
+    pace_window,
+    pace_max,
+    expiry_days,
+    expiry_cap_days,
+    signing_window_days,
+    notation_domain,
+    policy_url,
+) -> None:
+    """Change an event's contexts (C1), pace (P4) and, until the freeze, its
+    certification settings: expiry and cap (D1), signing window (D3), notation
+    domain and policy URL (C1). Nothing changes when anything is refused."""
     event = _event(event_id)
-    refusal = events.configure(event, contexts, pace_gap, pace_window, pace_max)
+    certification = (expiry_days, expiry_cap_days, signing_window_days, notation_domain, policy_url)
+    refusal = None
+    if any(value is not None for value in certification):
+        refusal = events.configure_certification(event, *certification, commit=False)
+    if refusal is None and any(v is not None for v in (contexts, pace_gap, pace_window, pace_max)):
+        refusal = events.configure(event, contexts, pace_gap, pace_window, pace_max)
     if refusal:
+        db.session.rollback()  # nothing changes, not even a setting that passed
         raise click.ClickException(str(refusal))
+    db.session.commit()
     click.echo(
         f"{event.id}: contexts {event.contexts}; pace: {event.pace_min_gap_seconds} s apart, "
         f"at most {event.pace_max_in_window} in {event.pace_window_seconds} s"
+    )
+    click.echo(
+        f"certifications: expire after {event.cert_expiry_days} days "
+        f"(at most {event.cert_expiry_cap_days}); made within {event.signing_window_days} days "
+        f"after the event; notations context@{event.notation_domain}; policy URL "
+        f"{events.policy_url(event) or 'none'}"
     )
 
 
@@ -224,8 +261,15 @@ def status_command(event_id: str) -> None:
     click.echo(f"{event.name} ({event.id})")
     click.echo(f"state: {event.state}")
     click.echo(f"date: {event.date or 'not set'}")
-    for name, value in events.counts(event).items():
+    # The same totals, in the same order, as the host page (events.summary).
+    for name, value in events.summary(event).items():
         click.echo(f"{name}: {value}")
+    refusals = verification.totals(event)["refusals"]
+    if refusals:
+        click.echo("refusals by rule: " + ", ".join(f"{r} {n}" for r, n in refusals.items()))
+    if event.state in ("frozen", "verifying"):
+        for attendee in events.unconfirmed_attendees(event):
+            click.echo(f"unconfirmed entry: {safe_text(attendee.name)}")
     if event.partylist_sha256:
         _print_digests(event)
 
