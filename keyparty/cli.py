@@ -24,6 +24,7 @@ from keyparty import verification
 from keyparty.badges import badges_for
 from keyparty.config import DEFAULT_PORT
 from keyparty.extensions import db
+from keyparty.gpg import GnuPGError
 from keyparty.gpg import GnuPGHome
 from keyparty.gpg import default_gnupg_home
 from keyparty.network import lan_addresses
@@ -470,8 +471,9 @@ def sign_command(
 ) -> None:
     """Certify what you verified at the event, with your own key and GnuPG.
 
-    SOURCE is the event address shown on your phone (with --token), or a
-    signing bundle file downloaded from your phone page.
+    SOURCE is the event address shown on your phone, or a signing bundle file
+    downloaded from your phone page. With an address and no --token, keyparty
+    shows a short code and waits until you allow it on your phone.
     """
     try:
         _sign(
@@ -482,6 +484,9 @@ def sign_command(
 
 
 def _sign(source, token, homedir, local_users, out, no_upload, digest, passphrase_fd) -> None:
+    home = GnuPGHome(homedir or default_gnupg_home(), create=False, agent=True)
+    if source.startswith(("http://", "https://")) and not token:
+        token = signing.pair(source, _secret_fingerprints(home, local_users), click.echo)
     bundle = signing.load_bundle(source, token)
     signing.check_bundle(bundle)
     event = bundle["event"]
@@ -493,7 +498,6 @@ def _sign(source, token, homedir, local_users, out, no_upload, digest, passphras
             raise signing.SigningError("That digest is not the party list's: nothing certified.")
     elif not click.confirm("Does it match the digest read aloud at the event?"):
         raise signing.SigningError("Digest not confirmed: nothing certified.")
-    home = GnuPGHome(homedir or default_gnupg_home(), create=False, agent=True)
     signers = signing.choose_signers(home, bundle, local_users)
     passphrase = None
     if passphrase_fd is not None:
@@ -524,6 +528,22 @@ def _sign(source, token, homedir, local_users, out, no_upload, digest, passphras
         click.echo(line)
     if report.failed or any(o["status"] not in ("accepted", "duplicate") for o in outcomes):
         sys.exit(1)
+
+
+def _secret_fingerprints(home: GnuPGHome, local_users: list[str]) -> list[str]:
+    """The keys this computer can sign with: --local-user, else every secret key in the home."""
+    if local_users:
+        return [u.replace(" ", "").upper() for u in local_users]
+    try:
+        found = [k.fingerprint for k in home.secret_keys() if not (k.revoked or k.expired)]
+    except GnuPGError as problem:
+        raise signing.SigningError(f"{problem}. Nothing was certified.") from None
+    if not found:
+        raise signing.SigningError(
+            f"No secret key in {home.path}: run keyparty sign where your secret key is "
+            "(--homedir DIR)."
+        )
+    return found
 
 
 commands = [

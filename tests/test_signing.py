@@ -207,7 +207,7 @@ def test_online_sign_with_a_token_uploads_and_the_phone_shows_outcomes(
     with phone.session_transaction() as session:
         session["attendee_id"] = alice_id
     page = phone.post("/me/signing-token", data={"csrf_token": _csrf(phone)}).text
-    token = page.split("--token ")[1].split("<")[0].strip()
+    token = re.search(r'<span id="token">([^<]+)</span>', page).group(1)
 
     result = sign(
         f"{live_server.url}/e/{event_id}",

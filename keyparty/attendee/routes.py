@@ -4,7 +4,6 @@ decision per user ID."""
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -25,6 +24,7 @@ from markupsafe import Markup
 from keyparty import delivery
 from keyparty import events
 from keyparty import exports
+from keyparty import pairing
 from keyparty import publishing
 from keyparty import ratelimit
 from keyparty import registration
@@ -193,6 +193,8 @@ def me():
         if after_event
         else [],
         expiring=_expiring_soon(attendee) if after_event else {"given": [], "received": []},
+        pairings=pairing.pending_for(attendee) if event.state == "signing" else [],
+        group=pairing.group,
     )
 
 
@@ -217,16 +219,46 @@ def signing_token():
     if attendee.event.state != "signing":
         flash(_("Signing starts when the host starts it, after the cooling-off."), "error")
         return redirect(url_for("attendee.me"))
-    token = secrets.token_urlsafe(24)
-    attendee.signing_token_sha256 = registration.hash_token(token)
+    replaced = attendee.signing_token_sha256 is not None
+    token = pairing.issue_signing_token(attendee)
     db.session.commit()
     base = public_base_url(request.host_url)
     return render_template(
         "signing_token.html",
         event=attendee.event,
         token=token,
-        command=f"keyparty sign {base}/e/{attendee.event_id} --token {token}",
+        replaced=replaced,
+        event_url=f"{base}/e/{attendee.event_id}",
     )
+
+
+@blueprint.route("/me/pairing/<int:pairing_id>/<answer>", methods=["POST"])
+def answer_pairing(pairing_id: int, answer: str):
+    """Allow or deny a computer that asks to sign as me (keyparty sign without a token)."""
+    attendee = _require_me()
+    if not ButtonForm().validate_on_submit() or answer not in ("allow", "deny"):
+        abort(400)
+    answered = pairing.answer(attendee, pairing_id, answer == "allow")
+    if answered is None:
+        flash(_("That request is over: run keyparty sign again for a new code."), "error")
+    elif answer == "allow":
+        flash(
+            _(
+                "Allowed: the computer showing {code} signs as you now. "
+                "An earlier signing token stops working.",
+                code=pairing.group(answered.user_code),
+            ),
+            "ok",
+        )
+    else:
+        flash(
+            _(
+                "Denied: the computer showing {code} gets nothing.",
+                code=pairing.group(answered.user_code),
+            ),
+            "ok",
+        )
+    return redirect(url_for("attendee.me"))
 
 
 @blueprint.route("/me/bundle.json")
