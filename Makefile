@@ -39,11 +39,13 @@ system-run:
 
 # What `make test` needs on top: chromium, fonts-noto-cjk (with their
 # dependencies about 130 packages, 200 MB to download, 620 MB installed;
-# about half a minute).
+# about half a minute), and PostgreSQL's server for the second run
+# (tests/pg.sh starts a throw-away cluster; the system's own is not used).
 system-test: system-run
 	@missing=""; \
 	[ -x $(CHROMIUM) ] || missing="$$missing chromium"; \
 	[ -e $(CJK_FONT) ] || missing="$$missing fonts-noto-cjk"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	$(call apt_install,keyparty's browser tests)
 
 $(STAMP): pyproject.toml
@@ -64,8 +66,16 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The whole suite on each database: SQLite, then PostgreSQL (a throw-away
+# cluster, tests/pg.sh). KEYPARTY_TEST_DATABASES=sqlite for a quick loop.
 test: system-test setup lint
-	$(BIN)/pytest
+	@for database in $$(echo "$${KEYPARTY_TEST_DATABASES:-sqlite,postgresql}" | tr ',' ' '); do \
+	  case "$$database" in \
+	    sqlite) echo "== the tests on SQLite"; $(BIN)/pytest || exit 1;; \
+	    postgresql) echo "== the tests on PostgreSQL"; tests/pg.sh $(BIN)/pytest || exit 1;; \
+	    *) echo "KEYPARTY_TEST_DATABASES: no database '$$database' (sqlite, postgresql)"; exit 1;; \
+	  esac; \
+	done
 
 bench: setup
 	$(BIN)/python bench/import.py

@@ -2,10 +2,12 @@
 
 import hashlib
 import os
-import sqlite3
 import subprocess
 import sys
 
+import sqlalchemy
+
+from keyparty.config import database_url
 from keyparty.extensions import db
 from keyparty.models import Event
 from tests.conftest import FIXTURES
@@ -136,9 +138,10 @@ def test_relink_ends_the_old_link_and_session(app, runner, registered_event):
 
 
 def test_an_instance_from_other_tables_is_refused_plainly(instance):
-    (instance / "keyparty.sqlite3").unlink(missing_ok=True)
-    with sqlite3.connect(instance / "keyparty.sqlite3") as old:
-        old.execute("CREATE TABLE event (id TEXT PRIMARY KEY)")
+    engine = sqlalchemy.create_engine(database_url(instance))
+    with engine.begin() as old:
+        old.exec_driver_sql("CREATE TABLE event (id TEXT PRIMARY KEY)")
+    engine.dispose()
     result = keyparty(instance, "event", "list")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
