@@ -30,6 +30,7 @@ from keyparty.models import Attendee
 from keyparty.models import Certification
 from keyparty.models import Event
 from keyparty.models import Key
+from keyparty.models import SigningPairing
 from keyparty.models import Verification
 from keyparty.partylist import ListEntry
 from keyparty.partylist import digests
@@ -306,6 +307,7 @@ def purge(event: Event) -> dict[str, int]:
         "certifications": db.session.query(Certification).filter_by(event_id=event.id).delete(),
         "verifications": db.session.query(Verification).filter_by(event_id=event.id).delete(),
     }
+    db.session.query(SigningPairing).filter_by(event_id=event.id).delete()
     for key in list(event.keys):
         db.session.delete(key)
     db.session.flush()
