@@ -601,6 +601,8 @@ def main() -> None:
         load_dotenv=False,
         help="keyparty: run a PGP key-signing party.",
     )
+    # keyparty makes its own app: Flask's --env-file, --app and --debug mean nothing here.
+    cli.params = [p for p in cli.params if p.name not in ("env_file", "app", "debug")]
     # Runs on the signer's machine: needs no instance, database or app.
     cli.add_command(sign_command)
     try:

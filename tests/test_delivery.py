@@ -243,7 +243,12 @@ def test_each_email_certification_goes_encrypted_to_its_own_address(
     certification = by_uid["Bob Example <bob@example.org>"]
     assert certification.owner_decision is None
     # Opening the link changes nothing (a mail scanner may open it); the button does.
-    assert "Confirm and publish" in client.get(f"/confirm/{token}").text
+    page = client.get(f"/confirm/{token}").text
+    assert "Confirm and publish" in page
+    # The page says what the button confirms: this user ID, certified by whom, how.
+    assert "Bob Example &lt;bob@example.org&gt;" in page and "Alice Example" in page
+    assert "Certified by" in page and "What they checked" in page
+    assert client.get("/confirm/not-a-token").status_code == 404
     db.session.refresh(certification)
     assert certification.owner_decision is None
     answer = client.post(f"/confirm/{token}")

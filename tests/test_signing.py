@@ -223,7 +223,7 @@ def test_online_sign_with_a_token_uploads_and_the_phone_shows_outcomes(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "accepted" in result.stdout
     me = phone.get("/me").text
-    assert "Bob Example &lt;bob@example.org&gt;" in me and "Accepted" in me
+    assert "Bob Example &lt;bob@example.org&gt;" in me and "Taken in by the event" in me
 
     wrong = sign(
         f"{live_server.url}/e/{event_id}", "--token", "nope", "--homedir", str(alice_home.path)

@@ -129,6 +129,9 @@ def register(event_id: str):
                 join_svg=Markup(qr_svg(join_url)) if join_url else None,
             )
         rejected = result.rejected
+        if any(r.problem == "secret-key" for r in rejected):
+            # A secret key is never sent back to the browser, not even into the form.
+            form.key_text.data = ""
     status = 400 if request.method == "POST" else 200
     return render_template("register.html", event=event, form=form, rejected=rejected), status
 
@@ -333,13 +336,20 @@ def confirm_email(token: str):
     button accepts. A GET alone changes nothing, so a mail scanner or link
     preview that opens the link cannot accept for the owner."""
     form = ButtonForm()
-    if request.method == "GET" or not form.validate_on_submit():
-        return render_template("confirm_email.html", form=form)
     waiting = db.session.scalar(
         db.select(Certification).where(
             Certification.delivery_token_sha256 == registration.hash_token(token)
         )
     )
+    if request.method == "GET" or not form.validate_on_submit():
+        if waiting is None:
+            return render_template(
+                "message.html",
+                title=_("This link does not work"),
+                message=_("It was already used, or it is not a keyparty confirmation link."),
+            ), 404
+        # Say exactly what the button accepts: which user ID, certified by whom, how.
+        return render_template("confirm_email.html", form=form, certification=waiting)
     refusal = waiting and rules.check_owner_decision(waiting.key.event.state, None, "accepted")
     if refusal:
         return render_template(
@@ -436,7 +446,9 @@ def _key_page(event: Event, key: Key, forms: dict | None = None, status: int = 2
     forms = forms or {}
     for uid in key.user_ids:
         if uid.id not in forms:
-            forms[uid.id] = _verification_form(contexts, prefix=f"u{uid.id}")
+            # `email` says the key holder controls the address: no address, no such choice.
+            offered = [c for c in contexts if c != "email" or uid.email]
+            forms[uid.id] = _verification_form(offered, prefix=f"u{uid.id}")
     return render_template(
         "key.html",
         event=event,
@@ -484,7 +496,11 @@ def verify(event_id: str, fingerprint: str, uid_id: int):
         flash(f"{refusal.rule}: {refusal_message(refusal)}", "refusal")
         return _key_page(event, key, {uid_id: form}, 409)
     flash(
-        _("Recorded: you verified {uid} ({context}).", uid=user_id.text, context=recorded.context),
+        _(
+            "Recorded: you verified {uid} ({context}).",
+            uid=user_id.text,
+            context=_(recorded.context),
+        ),
         "ok",
     )
     return redirect(url_for("attendee.key", event_id=event.id, fingerprint=key.fingerprint))
