@@ -88,6 +88,8 @@ class Attendee(db.Model):
     signing_token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
     # T4: the attendee confirmed their own entry and the list digest.
     entry_confirmed_at: Mapped[datetime | None]
+    # The language of their phone pages ("en", "ja"), for mails to them; None: unknown.
+    language: Mapped[str | None] = mapped_column(String(5))
 
     event: Mapped[Event] = relationship(back_populates="attendees")
     keys: Mapped[list[Key]] = relationship(back_populates="attendee", order_by="Key.id")

@@ -40,6 +40,7 @@ from keyparty.badges import verification_url
 from keyparty.bundle import bundle_for
 from keyparty.extensions import db
 from keyparty.i18n import LANGUAGES
+from keyparty.i18n import current_language
 from keyparty.i18n import gettext as _
 from keyparty.i18n import refusal_message
 from keyparty.models import Attendee
@@ -93,9 +94,14 @@ def index():
 
 
 @blueprint.route("/lang/<code>")
+@storage.writes
 def set_language(code: str):
     if code in LANGUAGES:
         session["lang"] = code
+        me = current_attendee()
+        if me is not None and me.language != code:
+            me.language = code  # mails to them come in this language
+            db.session.commit()
     target = request.args.get("next", "/")
     return redirect(target if target.startswith("/") and not target.startswith("//") else "/")
 
@@ -150,6 +156,7 @@ def join(token: str):
     # Redeemed once: the link now belongs to this phone's session only.
     attendee.join_token_sha256 = None
     attendee.joined_at = _now().replace(tzinfo=None)
+    attendee.language = current_language()
     db.session.commit()
     lang = session.get("lang")
     session.clear()

@@ -78,7 +78,7 @@ def login():
             session["host"] = True
             target = request.args.get("next", "")
             return redirect(target if target.startswith("/host") else url_for("host.index"))
-        flash("That is not the host password.", "error")
+        flash(_("That is not the host password."), "error")
     return render_template("host/login.html", form=form)
 
 
@@ -102,7 +102,7 @@ def create_event():
         all_events = db.session.scalars(db.select(Event).order_by(Event.created_at.desc())).all()
         return render_template("host/index.html", events=all_events, form=form), 400
     event = events.create_event(form.name.data, form.date.data)
-    flash(f"Created {event.name}. Its id is {event.id}.", "ok")
+    flash(_("Created {name}. Its id is {id}.", name=event.name, id=event.id), "ok")
     return redirect(url_for("host.event", event_id=event.id))
 
 
@@ -317,7 +317,7 @@ def import_keys(event_id: str):
     event = _event_or_404(event_id)
     form = ImportForm()
     if not form.validate_on_submit():
-        flash("Choose at least one file to import.", "error")
+        flash(_("Choose at least one file to import."), "error")
         return redirect(url_for("host.event", event_id=event.id))
     try:
         inputs, signups = registration.sort_files([(f.filename, f.read()) for f in form.files.data])
