@@ -487,7 +487,7 @@ def test_names_from_strangers_stay_in_their_place(email_event, app, tmp_path, bo
     assert mail["Subject"].startswith(
         "Your key was certified at Fête des clés Bcc: victim@example.com / "
     )
-    assert "\n" not in mail["Subject"] and "Bcc" not in mail.keys()
+    assert "\n" not in mail["Subject"] and "Bcc" not in mail
     assert mail["Bcc"] is None and mail["From"] == "keys@example.org"
     assert mail["Message-ID"].endswith("@example.org>")
     inner = email.message_from_bytes(

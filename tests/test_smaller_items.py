@@ -50,10 +50,10 @@ def test_the_phone_digest_is_grouped_by_four_in_unbreakable_groups(app, frozen_e
     assert not re.search(r"\.digest[^{]*\{[^}]*break-all", css)
 
 
-def test_keyparty_help_shows_no_flask_options():
+def test_keyparty_help_shows_no_flask_options(instance):
     result = subprocess.run(
         [sys.executable, "-m", "keyparty", "--help"], capture_output=True, text=True
-    )
+    )  # on the test's own instance (KEYPARTY_INSTANCE)
     assert result.returncode == 0
     for flask_option in ("--env-file", "--app", "--debug"):
         assert flask_option not in result.stdout
@@ -71,3 +71,19 @@ def test_accepted_means_one_thing_on_each_page():
     assert "Taken in by the event: the key owner decides whether it is published." in me
     assert "You accepted it: it is published with your key." in received
     assert '_("Accepted")' not in me + received
+
+
+def test_the_project_carries_its_own_rules_document():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert "](docs/rules.md)" in readme
+    assert "](../" not in readme, "the README links outside the repository"
+    rules_doc = (root / "docs" / "rules.md").read_text(encoding="utf-8")
+    used = set(
+        re.findall(r'Refusal\(\s*"([CDTPO]\d)"', (root / "keyparty" / "rules.py").read_text())
+    )
+    assert used, "no rule ids found in rules.py"
+    for rule in sorted(used | {"C1", "C2", "C3", "D1", "D2", "D3", "D4", "T1", "T2", "T3", "T4"}):
+        assert f"**{rule}:" in rules_doc, f"{rule} is not explained in docs/rules.md"
