@@ -4,6 +4,7 @@ decision per user ID."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -122,24 +123,54 @@ def register(event_id: str):
         )
         if result.accepted:
             accepted = result.accepted[0]
-            join_url = None
-            if accepted.join_token:
-                base = public_base_url(request.host_url)
-                join_url = f"{base}{url_for('attendee.join', token=accepted.join_token)}"
-            return render_template(
-                "registered.html",
-                event=event,
-                key=accepted.key,
-                updated=accepted.updated,
-                join_url=join_url,
-                join_svg=Markup(qr_svg(join_url)) if join_url else None,
-            )
+            # Kept in this browser's session for a while, so that switching the
+            # page's language shows the join link again instead of losing it.
+            session["registered"] = {
+                "event": event.id,
+                "key": accepted.key.id,
+                "updated": accepted.updated,
+                "join": accepted.join_token,
+                "until": time.time() + REGISTERED_SECONDS,
+            }
+            return _registered_page(event, accepted.key, accepted.updated, accepted.join_token)
         rejected = result.rejected
         if any(r.problem == "secret-key" for r in rejected):
             # A secret key is never sent back to the browser, not even into the form.
             form.key_text.data = ""
     status = 400 if request.method == "POST" else 200
     return render_template("register.html", event=event, form=form, rejected=rejected), status
+
+
+REGISTERED_SECONDS = 30 * 60
+
+
+def _registered_page(event: Event, key: Key, updated: bool, join_token: str | None):
+    join_url = None
+    if join_token:
+        base = public_base_url(request.host_url)
+        join_url = f"{base}{url_for('attendee.join', token=join_token)}"
+    return render_template(
+        "registered.html",
+        event=event,
+        key=key,
+        updated=updated,
+        join_url=join_url,
+        join_svg=Markup(qr_svg(join_url)) if join_url else None,
+        lang_next=url_for("attendee.registered", event_id=event.id),
+    )
+
+
+@blueprint.route("/e/<event_id>/registered")
+def registered(event_id: str):
+    """The "you are registered" page again (after a language switch), from this
+    browser's session; joining with the link ends it."""
+    event = _event_or_404(event_id)
+    shown = session.get("registered") or {}
+    key = db.session.get(Key, shown.get("key", 0)) if shown.get("event") == event.id else None
+    if key is None or shown.get("until", 0) < time.time():
+        session.pop("registered", None)
+        return redirect(url_for("attendee.register", event_id=event.id))
+    return _registered_page(event, key, shown.get("updated", False), shown.get("join"))
 
 
 @blueprint.route("/join/<token>")
