@@ -240,6 +240,8 @@ def test_the_scanner_is_offered_on_localhost_and_explained_elsewhere(app, verify
     local = phone.get("/scan", base_url="http://localhost:8000").text
     assert 'id="scanner"' in local and "vendor/jsQR.js" in local
     lan_phone = app.test_client()
+    # The laptop's address on the party's Wi-Fi.
+    app.config["TRUSTED_HOSTS"].fixed.append("192.168.1.10")
     with lan_phone.session_transaction(base_url="http://192.168.1.10:8000") as session:
         session["attendee_id"] = attendee_named(verifying_event, "Alice").id
     lan = lan_phone.get("/scan", base_url="http://192.168.1.10:8000").text
