@@ -9,21 +9,16 @@ import os
 import re
 import subprocess
 import sys
-from datetime import date
 from datetime import timedelta
 
 import pytest
 
-from keyparty import events
 from keyparty import pairing
-from keyparty import registration
-from keyparty import verification
 from keyparty.extensions import db
 from keyparty.models import SigningPairing
 from keyparty.models import utcnow
-from tests.conftest import at
 from tests.conftest import attendee_named
-from tests.conftest import key_bytes
+from tests.conftest import signing_event_on_server
 
 CODE = re.compile(r"Code ([BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4})")
 
@@ -34,19 +29,8 @@ def party(live_server):
     app = live_server.app
     app.config.update(PAIRING_INTERVAL=1, PAIRING_SECONDS=60)
     with app.app_context():
-        event = events.create_event("Pairing Party", date.today())
-        for name in ("alice", "bob"):
-            registration.register_keys(event, [(name, key_bytes(name))], events.event_home(event))
-        events.take_step(event, "freeze")
-        for attendee in event.attendees:
-            attendee.entry_confirmed_at = utcnow()
-        db.session.commit()
-        events.take_step(event, "start-verifying")
+        event = signing_event_on_server("Pairing Party")
         alice = attendee_named(event, "Alice")
-        bob_uid = attendee_named(event, "Bob").keys[0].user_ids[0]
-        verification.record(alice, alice, bob_uid, "identity", "photo-id", at(event, 0))
-        events.take_step(event, "cool-off")
-        events.take_step(event, "start-signing")
         info = {
             "id": event.id,
             "digest": event.partylist_sha256,

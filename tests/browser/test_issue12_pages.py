@@ -16,12 +16,10 @@ import pytest
 from keyparty import events
 from keyparty import pairing
 from keyparty import registration
-from keyparty import verification
 from keyparty.extensions import db
-from keyparty.models import utcnow
-from tests.conftest import at
 from tests.conftest import attendee_named
 from tests.conftest import key_bytes
+from tests.conftest import signing_event_on_server
 
 pytestmark = pytest.mark.browser
 
@@ -38,29 +36,22 @@ def events_on_server(live_server):
     app = live_server.app
     with app.app_context():
         made = {}
-        for state in ("registration", "frozen", "signing"):
+        for state in ("registration", "frozen"):
             event = events.create_event(f"Screens {state}", date.today())
             for name in ("alice", "bob", "carol"):
                 registration.register_keys(
                     event, [(name, key_bytes(name))], events.event_home(event)
                 )
-            if state != "registration":
+            if state == "frozen":
                 events.take_step(event, "freeze")
-            if state == "signing":
-                for attendee in event.attendees:
-                    attendee.entry_confirmed_at = utcnow()
-                db.session.commit()
-                events.take_step(event, "start-verifying")
-                alice = attendee_named(event, "Alice")
-                bob_uid = attendee_named(event, "Bob").keys[0].user_ids[0]
-                verification.record(alice, alice, bob_uid, "identity", "photo-id", at(event, 0))
-                events.take_step(event, "cool-off")
-                events.take_step(event, "start-signing")
-                pairing.start(event, [alice.keys[0].fingerprint])
             made[state] = {
                 "id": event.id,
                 "alice": attendee_named(event, "Alice").keys[0].fingerprint,
             }
+        event = signing_event_on_server("Screens signing", ("alice", "bob", "carol"))
+        alice = attendee_named(event, "Alice")
+        pairing.start(event, [alice.keys[0].fingerprint])
+        made["signing"] = {"id": event.id, "alice": alice.keys[0].fingerprint}
         db.session.remove()
     return made
 
