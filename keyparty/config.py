@@ -71,5 +71,7 @@ def settings_from_env(instance: Path) -> dict:
         # Keys one client address may register per window (a room shares few addresses
         # only behind NAT; raise it there).
         "REGISTRATION_LIMIT": int(env.get("KEYPARTY_REGISTRATION_LIMIT") or 10),
+        # Every rate limit is multiplied by this (phones sharing one address).
+        "RATE_LIMIT_FACTOR": float(env.get("KEYPARTY_RATE_LIMIT_FACTOR") or 1),
         "REGISTRATION_WINDOW_SECONDS": int(env.get("KEYPARTY_REGISTRATION_WINDOW") or 600),
     }

@@ -82,8 +82,16 @@ def start_server(instance, env) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "keyparty", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env={**env, "KEYPARTY_INSTANCE": str(instance), "KEYPARTY_PUBLIC_URL": url},
+        # Every simulated phone comes from 127.0.0.1: lift the per-address cap.
+        [sys.executable, "-m", "keyparty", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--per-address", "256"],
+        env={
+            **env,
+            "KEYPARTY_INSTANCE": str(instance),
+            "KEYPARTY_PUBLIC_URL": url,
+            # Every simulated phone comes from 127.0.0.1.
+            "KEYPARTY_RATE_LIMIT_FACTOR": "100",
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
