@@ -195,6 +195,7 @@ def register_template_helpers(app: Flask) -> None:
 
     i18n.init_app(app)
     app.jinja_env.filters["digest"] = lambda hexdigest: " ".join(group_digest(hexdigest))
+    app.jinja_env.filters["digest_groups"] = group_digest
     app.jinja_env.filters["fingerprint"] = group_fingerprint
 
 

@@ -8,16 +8,13 @@ nothing about anyone else's verifications (T2, P5).
 
 from __future__ import annotations
 
+from keyparty.events import policy_url
 from keyparty.intake import notation_names
 from keyparty.intake import signing_window
 from keyparty.models import Attendee
 from keyparty.verification import active_verifications
 
 FORMAT = "keyparty-signing-bundle/1"
-
-
-def policy_url(event, base_url: str) -> str:
-    return event.policy_url or f"{base_url}/e/{event.id}/policy"
 
 
 def bundle_for(signer: Attendee, base_url: str) -> dict:
@@ -33,7 +30,7 @@ def bundle_for(signer: Attendee, base_url: str) -> dict:
             "name": event.name,
             "state": event.state,
             "url": f"{base_url}/e/{event.id}",
-            "policy_url": policy_url(event, base_url),
+            "policy_url": policy_url(event),
             "context_notation": context_name,
             "event_notation": event_name,
             "cert_expiry_days": event.cert_expiry_days,

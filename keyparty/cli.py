@@ -26,10 +26,12 @@ from keyparty import registration
 from keyparty import report
 from keyparty import serving
 from keyparty import signing
+from keyparty import verification
 from keyparty.badges import badges_for
 from keyparty.config import DEFAULT_PORT
 from keyparty.escaping import for_terminal
 from keyparty.extensions import db
+from keyparty.gpg import GnuPGError
 from keyparty.gpg import GnuPGHome
 from keyparty.gpg import default_gnupg_home
 from keyparty.migrations import SchemaMismatch
@@ -37,6 +39,7 @@ from keyparty.network import exposure_warning
 from keyparty.network import lan_addresses
 from keyparty.network import public_base_url
 from keyparty.partylist import group_digest
+from keyparty.partylist import safe_text
 from keyparty.rules import STEPS
 from keyparty.storage import is_disk_full
 
@@ -105,18 +108,48 @@ def event_list() -> None:
 @click.option("--pace-gap", type=int, help="P4: shortest gap between two people, seconds")
 @click.option("--pace-window", type=int, help="P4: the pace window, seconds")
 @click.option("--pace-max", type=int, help="P4: most people verified in one window")
+@click.option("--expiry-days", type=int, help="D1: certifications expire after N days")
+@click.option("--expiry-cap-days", type=int, help="D1: the longest expiry accepted, days")
+@click.option("--signing-window-days", type=int, help="D3: days after the event to certify in")
+@click.option("--notation-domain", help="C1: notations are written as context@DOMAIN")
+@click.option(
+    "--policy-url",
+    help="C1: a public address written into every certification ('' for none)",
+)
 @click.option(
     "--publish-list/--no-publish-list",
     default=None,
     help="Offer the frozen party list on the public event page /e/EVENT.",
 )
 @with_appcontext
-def event_set(event_id: str, contexts, pace_gap, pace_window, pace_max, publish_list) -> None:
-    """Change an event's contexts (C1), pace (P4) and whether its list is public."""
+def event_set(
+    event_id: str,
+    contexts,
+    pace_gap,
+    pace_window,
+    pace_max,
+    expiry_days,
+    expiry_cap_days,
+    signing_window_days,
+    notation_domain,
+    policy_url,
+    publish_list,
+) -> None:
+    """Change an event's contexts (C1), pace (P4), whether its list is public and,
+    until the freeze, its certification settings: expiry and cap (D1), signing
+    window (D3), notation domain and policy URL (C1). Nothing changes when anything
+    is refused."""
     event = _event(event_id)
-    refusal = events.configure(event, contexts, pace_gap, pace_window, pace_max)
+    certification = (expiry_days, expiry_cap_days, signing_window_days, notation_domain, policy_url)
+    refusal = None
+    if any(value is not None for value in certification):
+        refusal = events.configure_certification(event, *certification, commit=False)
+    if refusal is None and any(v is not None for v in (contexts, pace_gap, pace_window, pace_max)):
+        refusal = events.configure(event, contexts, pace_gap, pace_window, pace_max)
     if refusal:
+        db.session.rollback()  # nothing changes, not even a setting that passed
         raise click.ClickException(str(refusal))
+    db.session.commit()
     if publish_list is not None:
         events.set_publish_list(event, publish_list)
         click.echo(
@@ -127,6 +160,12 @@ def event_set(event_id: str, contexts, pace_gap, pace_window, pace_max, publish_
     click.echo(
         f"{event.id}: contexts {event.contexts}; pace: {event.pace_min_gap_seconds} s apart, "
         f"at most {event.pace_max_in_window} in {event.pace_window_seconds} s"
+    )
+    click.echo(
+        f"certifications: expire after {event.cert_expiry_days} days "
+        f"(at most {event.cert_expiry_cap_days}); made within {event.signing_window_days} days "
+        f"after the event; notations context@{event.notation_domain}; policy URL "
+        f"{events.policy_url(event) or 'none'}"
     )
 
 
@@ -256,8 +295,15 @@ def status_command(event_id: str) -> None:
     _say(f"{event.name} ({event.id})")
     click.echo(f"state: {event.state}")
     click.echo(f"date: {event.date or 'not set'}")
-    for name, value in events.counts(event).items():
+    # The same totals, in the same order, as the host page (events.summary).
+    for name, value in events.summary(event).items():
         click.echo(f"{name}: {value}")
+    refusals = verification.totals(event)["refusals"]
+    if refusals:
+        click.echo("refusals by rule: " + ", ".join(f"{r} {n}" for r, n in refusals.items()))
+    if event.state in ("frozen", "verifying"):
+        for attendee in events.unconfirmed_attendees(event):
+            click.echo(f"unconfirmed entry: {safe_text(attendee.name)}")
     if event.partylist_sha256:
         _print_digests(event)
 
@@ -644,9 +690,11 @@ def sign_command(
 ) -> None:
     """Certify what you verified at the event, with your own key and GnuPG.
 
-    SOURCE is the event address shown on your phone (with --token), or a
-    signing bundle file downloaded from your phone page (then --server names
-    where to upload). The token goes only to the server named here.
+    SOURCE is the event address shown on your phone, or a signing bundle file
+    downloaded from your phone page (then --server names where to upload).
+    With an address and no --token, keyparty shows a short code and waits
+    until you allow it on your phone. The token goes only to the server named
+    here.
 
     Exit status: 0 when every verified user ID is certified (now or before)
     and, unless --no-upload, every upload was taken; 1 when anything failed
@@ -683,6 +731,9 @@ def _sign(
             "Give the server once: SOURCE is already an event address "
             f"({for_terminal(source)}); --server names another."
         )
+    home = GnuPGHome(homedir or default_gnupg_home(), create=False, agent=True)
+    if online and not token:
+        token = signing.pair(source, _secret_fingerprints(home, local_users), click.echo)
     bundle = signing.load_bundle(source, token)
     server = source if online else server
     if server and not online:
@@ -702,7 +753,6 @@ def _sign(
         raise signing.SigningError(
             "Nothing to certify: this bundle holds no verification of yours. Nothing was certified."
         )
-    home = GnuPGHome(homedir or default_gnupg_home(), create=False, agent=True)
     signers = signing.choose_signers(home, bundle, local_users)
     passphrase = None
     if passphrase_fd is not None:
@@ -757,6 +807,22 @@ def _sign(
         sys.exit(1)
 
 
+def _secret_fingerprints(home: GnuPGHome, local_users: list[str]) -> list[str]:
+    """The keys this computer can sign with: --local-user, else every secret key in the home."""
+    if local_users:
+        return [u.replace(" ", "").upper() for u in local_users]
+    try:
+        found = [k.fingerprint for k in home.secret_keys() if not (k.revoked or k.expired)]
+    except GnuPGError as problem:
+        raise signing.SigningError(f"{problem}. Nothing was certified.") from None
+    if not found:
+        raise signing.SigningError(
+            f"No secret key in {home.path}: run keyparty sign where your secret key is "
+            "(--homedir DIR)."
+        )
+    return found
+
+
 commands = [
     event_group,
     import_command,
@@ -788,6 +854,8 @@ def main() -> None:
         load_dotenv=False,
         help="keyparty: run a PGP key-signing party.",
     )
+    # keyparty makes its own app: Flask's --env-file, --app and --debug mean nothing here.
+    cli.params = [p for p in cli.params if p.name not in ("env_file", "app", "debug")]
     # Runs on the signer's machine: needs no instance, database or app.
     cli.add_command(sign_command)
     try:

@@ -20,6 +20,7 @@ import os
 import secrets
 import smtplib
 import ssl
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
@@ -58,6 +59,10 @@ from keyparty.extensions import db
 from keyparty.gpg import GnuPGError
 from keyparty.gpg import GnuPGHome
 from keyparty.gpg import NoEncryptionKey
+from keyparty.i18n import LANGUAGES
+from keyparty.i18n import current_language
+from keyparty.i18n import gettext
+from keyparty.i18n import in_language
 from keyparty.models import Attendee
 from keyparty.models import Certification
 from keyparty.models import Event
@@ -241,58 +246,116 @@ def confirm_url(base_url: str, token: str) -> str:
     return f"{base_url.rstrip('/')}/confirm/{token}"
 
 
-def _letter(event: Event, certification: Certification, address: str, link: str) -> str:
-    fingerprint = certification.key.fingerprint
+def mail_languages(certification: Certification) -> tuple[str, ...]:
+    """The key owner's language when the event knows it (their phone's), else both."""
+    known = certification.key.attendee.language if certification.key.attendee else None
+    return (known,) if known in LANGUAGES else tuple(LANGUAGES)
+
+
+def _paragraph(text: str) -> str:
+    # English wraps at spaces; Japanese has none to wrap at and is left to the mail reader.
+    return textwrap.fill(text, 72) if current_language() == "en" else text
+
+
+def _letter_in(event: Event, certification: Certification, address: str) -> str:
+    """The letter in the current language (i18n.in_language), without the link."""
     signer = certification.signer
-    signer_name = one_line(signer.name) if signer else "An attendee"
+    signer_name = one_line(signer.name) if signer else gettext("An attendee")
     issuer = (
         group_fingerprint(certification.issuer_fingerprint)
         if certification.issuer_fingerprint
         else ""
     )
     event_name = one_line(event.name)
-    when = f" on {event.date.isoformat()}" if event.date else ""
-    expires = (
-        f"It expires on {certification.expires.date().isoformat()}."
-        if certification.expires
-        else ""
+    intro = (
+        gettext(
+            'This message comes from keyparty, the key-signing tool of the event "{event}" '
+            "on {date}, on behalf of {signer} (key {issuer}).",
+            event=event_name,
+            date=event.date.isoformat(),
+            signer=signer_name,
+            issuer=issuer,
+        )
+        if event.date
+        else gettext(
+            'This message comes from keyparty, the key-signing tool of the event "{event}", '
+            "on behalf of {signer} (key {issuer}).",
+            event=event_name,
+            signer=signer_name,
+            issuer=issuer,
+        )
     )
-    return f"""\
-Hello,
+    what = gettext(
+        'in the "email" context: the certification states that the key holder controls '
+        "the address {address}.",
+        address=address,
+    )
+    if certification.expires:
+        what += " " + gettext(
+            "It expires on {date}.", date=certification.expires.date().isoformat()
+        )
+    parts = [
+        gettext("Hello,"),
+        _paragraph(intro),
+        _paragraph(
+            gettext(
+                "{signer} met you at {event} and certified this user ID of your key {key}:",
+                signer=signer_name,
+                event=event_name,
+                key=group_fingerprint(certification.key.fingerprint),
+            )
+        ),
+        "    " + one_line(certification.user_id_text or "", 500),
+        _paragraph(what),
+        _paragraph(
+            gettext(
+                "The attached file holds your key with only this user ID and this one "
+                "certification: {file}",
+                file=certification.key.fingerprint + "-certified.asc",
+            )
+        ),
+        _paragraph(
+            gettext(
+                "This message was encrypted to your key and sent only to {address}. That you "
+                "can read it shows that you control both.",
+                address=address,
+            )
+        ),
+        _paragraph(
+            gettext(
+                "To accept the certification, open the link at the end of this message (it "
+                "works once). Opening it confirms that you received this message at this "
+                "address, and lets keyparty publish the certification in the event's signed "
+                "keyrings."
+            )
+        ),
+        _paragraph(
+            gettext(
+                "If you do not want this certification, ignore this message: nothing is "
+                "published, and {signer} is not told.",
+                signer=signer_name,
+            )
+        ),
+    ]
+    return "\n\n".join(parts)
 
-This message comes from keyparty, the key-signing tool of the event
-"{event_name}"{when}, on behalf of {signer_name}
-(key {issuer}).
 
-{signer_name} met you at {event_name} and certified this user ID of your
-key {group_fingerprint(fingerprint)}:
-
-    {one_line(certification.user_id_text or "", 500)}
-
-in the "email" context: the certification states that the key holder
-controls the address {address}. {expires}
-
-The attached file holds your key with only this user ID and this one
-certification:
-
-    {fingerprint}-certified.asc
-
-This message was encrypted to your key and sent only to {address}.
-That you can read it shows that you control both.
-
-To accept the certification, open this link (it works once):
-
-    {link}
-
-Opening it confirms that you received this message at this address, and
-lets keyparty publish the certification in the event's signed keyrings.
-
-If you do not want this certification, ignore this message: nothing is
-published, and {signer_name} is not told.
-
-{SIGNATURE_SEPARATOR}
-keyparty, for {event_name}
-"""
+def _letter(
+    event: Event,
+    certification: Certification,
+    address: str,
+    link: str,
+    languages: tuple[str, ...] = ("en",),
+) -> str:
+    """The letter in each of `languages`, then the confirmation link once."""
+    sections = []
+    for language in languages:
+        with in_language(language):
+            sections.append(_letter_in(event, certification, address))
+    return (
+        "\n\n".join(sections)
+        + f"\n\n    {link}\n\n{SIGNATURE_SEPARATOR}\nkeyparty, {one_line(event.name)}\n"
+    )
 
 
 def _addressed(sender: str, address: str | Address, subject: str) -> EmailMessage:
@@ -328,9 +391,12 @@ def compose(
     # header registry (half of a mail's time in Python; bench/deliver.py).
     inner = MIMEMultipart("mixed")
     inner["MIME-Version"] = "1.0"
+    languages = mail_languages(certification)
     inner.attach(
         MIMEText(
-            _letter(event, certification, address, confirm_url(base_url, token)), "plain", _UTF8
+            _letter(event, certification, address, confirm_url(base_url, token), languages),
+            "plain",
+            _UTF8,
         )
     )
     attachment = MIMEApplication(
@@ -361,7 +427,13 @@ def compose(
     # The domain in IDNA A-labels; a non-ASCII local part stays as it is
     # and needs SMTPUTF8 (checked when sending).
     outer["To"] = recipient.wire
-    subject = f"Your key was certified at {one_line(event.name, 120)}"
+    subjects = []
+    for language in mail_languages(certification):
+        with in_language(language):
+            subjects.append(
+                gettext("Your key was certified at {event}", event=one_line(event.name, 120))
+            )
+    subject = " / ".join(subjects)
     outer["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
     outer["Date"] = format_datetime(datetime.now(UTC))
     outer["Message-ID"] = make_msgid(domain=sender_domain)

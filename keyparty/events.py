@@ -25,12 +25,14 @@ from keyparty import exports
 from keyparty import homes
 from keyparty import openpgp
 from keyparty import report
+from keyparty import verification
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
 from keyparty.models import Attendee
 from keyparty.models import Certification
 from keyparty.models import Event
 from keyparty.models import Key
+from keyparty.models import SigningPairing
 from keyparty.models import Verification
 from keyparty.partylist import ListEntry
 from keyparty.partylist import digests
@@ -38,12 +40,16 @@ from keyparty.partylist import render_party_list
 from keyparty.registration import hash_token
 from keyparty.registration import normalize_fingerprint
 from keyparty.rules import STEPS
+from keyparty.rules import CertificationSettings
 from keyparty.rules import Pace
 from keyparty.rules import Refusal
+from keyparty.rules import check_certification_settings
 from keyparty.rules import check_contexts_change
 from keyparty.rules import check_freeze
 from keyparty.rules import check_pace_settings
+from keyparty.rules import check_policy_url
 from keyparty.rules import check_step
+from keyparty.translatable import N_
 
 
 class EventNotFound(LookupError):
@@ -216,6 +222,65 @@ def counts(event: Event) -> dict[str, int]:
     }
 
 
+# The event-wide totals of the host page and `keyparty status`, in the order shown
+# (N_: the page shows each name translated).
+TOTALS = (
+    N_("attendees"),
+    N_("keys"),
+    N_("entries confirmed"),
+    N_("entries unconfirmed"),
+    N_("verifications"),
+    N_("withdrawn"),
+    N_("certifications accepted"),
+    N_("certifications published"),
+    N_("refusals"),
+)
+
+
+def summary(event: Event) -> dict[str, int]:
+    """Event-wide totals, keyed by the names in TOTALS (P5: nothing per attendee).
+
+    One function for the host page and `keyparty status`, so both say the same.
+    """
+    counted = counts(event)
+    verified = verification.totals(event)
+    certified = dict(
+        db.session.execute(
+            select(Certification.status, func.count())
+            .where(Certification.event_id == event.id)
+            .group_by(Certification.status)
+        ).all()
+    )
+    published = db.session.scalar(
+        select(func.count())
+        .select_from(Certification)
+        .where(
+            Certification.event_id == event.id,
+            Certification.status == "accepted",
+            Certification.owner_decision == "accepted",
+        )
+    )
+    confirmed = verified["confirmed entries"]
+    return {
+        "attendees": counted["attendees"],
+        "keys": counted["keys"],
+        "entries confirmed": confirmed,
+        "entries unconfirmed": counted["attendees"] - confirmed,
+        "verifications": verified["verifications"],
+        "withdrawn": verified["withdrawn"],
+        "certifications accepted": certified.get("accepted", 0),
+        "certifications published": published,
+        "refusals": sum(verified["refusals"].values()),
+    }
+
+
+def unconfirmed_attendees(event: Event) -> list[Attendee]:
+    """Attendees who have not confirmed their own entry on the frozen list (T4), by name."""
+    return sorted(
+        (a for a in event.attendees if a.entry_confirmed_at is None), key=lambda a: a.name
+    )
+
+
 def rebuild_home(event: Event, home: GnuPGHome | None = None) -> int:
     """Make the event's working GnuPG home again from the database: every key
     and every certification intake accepted. Returns the key count.
@@ -316,6 +381,7 @@ def purge(event: Event) -> dict[str, int]:
         "certifications": db.session.query(Certification).filter_by(event_id=event.id).delete(),
         "verifications": db.session.query(Verification).filter_by(event_id=event.id).delete(),
     }
+    db.session.query(SigningPairing).filter_by(event_id=event.id).delete()
     for key in list(event.keys):
         db.session.delete(key)
     db.session.flush()
@@ -355,3 +421,56 @@ def forget_deleted_rows() -> None:
         raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         raw.execute("VACUUM")
         raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def suggested_policy_url(event: Event) -> str | None:
+    """The event's policy page under KEYPARTY_PUBLIC_URL, when that is a public address.
+
+    Never the address a request happened to reach: a LAN address written into
+    certifications would point nowhere after the event (C1).
+    """
+    public = (current_app.config.get("PUBLIC_URL") or "").rstrip("/")
+    if not public:
+        return None
+    url = f"{public}/e/{event.id}/policy"
+    return None if check_policy_url(url) else url
+
+
+def policy_url(event: Event) -> str | None:
+    """The policy URL certifications of this event carry: the host's, the suggested one, or none."""
+    return event.policy_url or suggested_policy_url(event)
+
+
+def configure_certification(
+    event: Event,
+    expiry_days: int | None = None,
+    cap_days: int | None = None,
+    window_days: int | None = None,
+    notation_domain: str | None = None,
+    policy_url: str | None = None,
+    commit: bool = True,
+) -> Refusal | None:
+    """Set expiry and cap (D1), signing window (D3), notation domain and policy URL (C1).
+
+    None leaves a setting as it is; a policy_url of "" removes it. Only before
+    the freeze; nothing changes if refused. With commit=False the caller
+    commits (or rolls back, with other settings refused).
+    """
+    wanted = CertificationSettings(
+        expiry_days if expiry_days is not None else event.cert_expiry_days,
+        cap_days if cap_days is not None else event.cert_expiry_cap_days,
+        window_days if window_days is not None else event.signing_window_days,
+        (notation_domain if notation_domain is not None else event.notation_domain).strip(),
+        (policy_url.strip() or None) if policy_url is not None else event.policy_url,
+    )
+    refusal = check_certification_settings(event.state, wanted)
+    if refusal:
+        return refusal
+    event.cert_expiry_days = wanted.expiry_days
+    event.cert_expiry_cap_days = wanted.cap_days
+    event.signing_window_days = wanted.window_days
+    event.notation_domain = wanted.notation_domain
+    event.policy_url = wanted.policy_url
+    if commit:
+        db.session.commit()
+    return None

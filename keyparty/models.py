@@ -102,6 +102,8 @@ class Attendee(db.Model):
     signing_token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
     # T4: the attendee confirmed their own entry and the list digest.
     entry_confirmed_at: Mapped[datetime | None]
+    # The language of their phone pages ("en", "ja"), for mails to them; None: unknown.
+    language: Mapped[str | None] = mapped_column(String(5))
     # When the frozen list was mailed to this attendee (`keyparty mail-list`).
     list_mailed_at: Mapped[datetime | None]
 
@@ -274,6 +276,34 @@ class Certification(db.Model):
         )
 
     user_id: Mapped[UserID | None] = relationship()
+
+
+class SigningPairing(db.Model):
+    """A computer asking to sign as an attendee (RFC 8628 device authorization).
+
+    `keyparty sign URL` without a token asks for a pairing and shows its
+    short code; the attendee's phone page shows the same code with allow and
+    deny; on allow the computer's next poll receives a fresh signing token.
+    Kept in the database so that it holds across server processes.
+    """
+
+    __tablename__ = "signing_pairing"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("event.id", ondelete="CASCADE"), index=True)
+    attendee_id: Mapped[int] = mapped_column(
+        ForeignKey("attendee.id", ondelete="CASCADE"), index=True
+    )
+    # The code shown on both screens, 8 characters without the dash.
+    user_code: Mapped[str] = mapped_column(String(8))
+    # The computer's secret for polling (RFC 8628 device_code), hashed.
+    device_code_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    # pending → allowed → claimed, or pending → denied.
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    interval_seconds: Mapped[int] = mapped_column(default=5)
+    last_polled_at: Mapped[datetime | None]
 
 
 class RateLimit(db.Model):

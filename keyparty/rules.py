@@ -7,13 +7,16 @@ Rule ids (C1, D1, T1, P1, O1 ...) are those of DESIGN.md.
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from keyparty.translatable import N_
 
@@ -747,3 +750,105 @@ def check_owner_decision(event_state: str, context: str | None, decision: str) -
             "sent to that address: receiving it proves the address is yours.",
         )
     return None
+
+
+# ---------------------------------------------------------------------------
+# Certification settings of an event (D1, D3, C1), set by the host until the freeze.
+# ---------------------------------------------------------------------------
+
+# D1: the longest cap an event may set (five years), whatever the host types.
+MAX_EXPIRY_CAP_DAYS = 1826
+# D3: the longest signing window an event may set.
+MAX_SIGNING_WINDOW_DAYS = 365
+_DOMAIN = re.compile(r"(?=.{4,100}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+
+
+@dataclass(frozen=True)
+class CertificationSettings:
+    """What every certification of an event carries: expiry (D1), when (D3), where (C1)."""
+
+    expiry_days: int
+    cap_days: int
+    window_days: int
+    notation_domain: str
+    policy_url: str | None
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_policy_url(url: str | None) -> Refusal | None:
+    """C1: the policy URL written into every certification, for ever.
+
+    None (no policy URL) is fine. Otherwise an http(s) address anyone can
+    reach later: not a loopback, private, link-local or otherwise local
+    address, which only means something on the network the signer was on.
+    """
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return Refusal(
+            "C1",
+            "The policy URL {url} is not an http or https address. It is written into every "
+            "certification for ever: give the public address of the event's policy page, or "
+            "leave it empty for none.",
+            {"url": url},
+        )
+    host = parts.hostname.rstrip(".").lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        local = host == "localhost" or "." not in host
+        local = local or host.endswith((".localhost", ".local", ".lan", ".internal", ".home"))
+    else:
+        local = not address.is_global
+    if local:
+        return Refusal(
+            "C1",
+            "The policy URL {url} is a local or private address ({host}) that only works on "
+            "one network. It is written into every certification for ever, so it must be an "
+            "address anyone can open later: set KEYPARTY_PUBLIC_URL to the event's public "
+            "address, or leave it empty for none.",
+            {"url": url, "host": host},
+        )
+    return None
+
+
+def check_certification_settings(state: str, s: CertificationSettings) -> Refusal | None:
+    """D1, D3, C1 settings of an event: sensible values, and only before the freeze."""
+    if state not in ("draft", "registration"):
+        return Refusal(
+            "frozen",
+            "The party list is frozen (the event is {state}): the certification settings "
+            "are fixed with it, because every signer's certifications must say the same.",
+            {"state": state},
+        )
+    if not _whole(s.cap_days) or not 1 <= s.cap_days <= MAX_EXPIRY_CAP_DAYS:
+        return Refusal(
+            "D1",
+            "The expiry cap must be a whole number of days from 1 to {most} (it is {value}).",
+            {"most": MAX_EXPIRY_CAP_DAYS, "value": s.cap_days},
+        )
+    if not _whole(s.expiry_days) or not 1 <= s.expiry_days <= s.cap_days:
+        return Refusal(
+            "D1",
+            "Every certification expires: the expiry must be a whole number of days from 1 "
+            "to the cap, {cap} (it is {value}).",
+            {"cap": s.cap_days, "value": s.expiry_days},
+        )
+    if not _whole(s.window_days) or not 1 <= s.window_days <= MAX_SIGNING_WINDOW_DAYS:
+        return Refusal(
+            "D3",
+            "The signing window must be a whole number of days from 1 to {most} (it is {value}).",
+            {"most": MAX_SIGNING_WINDOW_DAYS, "value": s.window_days},
+        )
+    if not _DOMAIN.fullmatch(s.notation_domain or ""):
+        return Refusal(
+            "C1",
+            "The notation domain must be a domain name in lower case, such as keyparty.org "
+            "(notations are written as context@DOMAIN); {value} is not one.",
+            {"value": s.notation_domain},
+        )
+    return check_policy_url(s.policy_url)

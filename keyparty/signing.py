@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -134,6 +135,63 @@ def load_bundle(source: str, token: str | None = None) -> dict:
     if source.startswith(("http://", "https://")):
         check_server(bundle, source)
     return bundle
+
+
+def _post_json(url: str, body: dict, timeout: int = 30) -> tuple[int, dict]:
+    """POST a JSON object; (HTTP status, JSON answer), errors included."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        try:
+            return error.code, json.load(error)
+        except ValueError:
+            return error.code, {"error": str(error.reason)}
+    except urllib.error.URLError as error:
+        raise SigningError(f"Cannot reach {url}: {error.reason}") from None
+
+
+def pair(
+    source: str,
+    fingerprints: list[str],
+    say: Callable[[str], None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Get a signing token by pairing with the signer's phone (RFC 8628 device flow).
+
+    Asks the server for a short code for these secret keys' fingerprints, shows
+    it with `say`, then polls at the server's interval until the phone allows
+    (returns the token) or denies, or the code expires (SigningError).
+    """
+    status, started = _post_json(api_url(source, "pairing"), {"fingerprints": fingerprints})
+    if status != 200:
+        raise SigningError(f"The server refused to pair: {started.get('error', status)}")
+    say(
+        f"Code {started['user_code']}: on your phone, open your keyparty page "
+        f"({started['verification_uri']}) and allow the computer that shows this code."
+    )
+    interval = max(1, int(started.get("interval", 5)))
+    while True:
+        sleep(interval)
+        status, answer = _post_json(
+            api_url(source, "pairing/token"), {"device_code": started["device_code"]}
+        )
+        if status == 200 and answer.get("token"):
+            say("Allowed on the phone.")
+            return answer["token"]
+        code = answer.get("error")
+        if code == "authorization_pending":
+            continue
+        if code == "slow_down":
+            interval += 5
+            continue
+        raise SigningError(answer.get("message") or f"Pairing failed: {code or status}")
 
 
 def _error_text(error: urllib.error.HTTPError) -> str:

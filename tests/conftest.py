@@ -224,6 +224,25 @@ def record(event, signer_name, owner_name, uid_index, context, basis, minutes):
     return made
 
 
+def signing_event_on_server(name: str, attendees=("alice", "bob")):
+    """In an app context (a live server's): an event dated today and in signing,
+    every entry confirmed, where Alice verified Bob's first user ID in person."""
+    from keyparty.models import utcnow
+
+    event = events.create_event(name, date.today())
+    for who in attendees:
+        registration.register_keys(event, [(who, key_bytes(who))], events.event_home(event))
+    assert events.take_step(event, "freeze") is None
+    for attendee in event.attendees:
+        attendee.entry_confirmed_at = utcnow()
+    db.session.commit()
+    assert events.take_step(event, "start-verifying") is None
+    record(event, "Alice", "Bob", 0, "identity", "photo-id", 0)
+    assert events.take_step(event, "cool-off") is None
+    assert events.take_step(event, "start-signing") is None
+    return event
+
+
 @pytest.fixture
 def signing_event(verifying_event, monkeypatch):
     """Alice verified Bob's two user IDs (two contexts on the first) and

@@ -29,6 +29,7 @@ from keyparty.models import Certification
 from keyparty.registration import hash_token
 from tests.conftest import FIXTURES
 from tests.conftest import attendee_named
+from tests.conftest import phone_of
 from tests.conftest import record
 from tests.conftest import short_tempdir
 from tests.test_signing import sign
@@ -160,7 +161,11 @@ def bob_decrypts():
 def check_outer(mail, address: str) -> bytes:
     """RFC 3156 PGP/MIME with the headers a server wants; returns the ciphertext."""
     assert mail["From"] == SENDER and mail["To"] == address
-    assert mail["Subject"] == "Your key was certified at Test Party"
+    # In the owner's language, or in both when the event does not know it.
+    assert mail["Subject"] in (
+        "Your key was certified at Test Party / Test Party であなたの鍵が署名されました",
+        "Test Party であなたの鍵が署名されました",
+    )
     assert abs((parsedate_to_datetime(mail["Date"]) - datetime.now(UTC)).total_seconds()) < 120
     assert re.fullmatch(r"<[^<>@\s]+@example\.org>", mail["Message-ID"])
     assert mail["MIME-Version"] == "1.0"
@@ -243,7 +248,12 @@ def test_each_email_certification_goes_encrypted_to_its_own_address(
     certification = by_uid["Bob Example <bob@example.org>"]
     assert certification.owner_decision is None
     # Opening the link changes nothing (a mail scanner may open it); the button does.
-    assert "Confirm and publish" in client.get(f"/confirm/{token}").text
+    page = client.get(f"/confirm/{token}").text
+    assert "Confirm and publish" in page
+    # The page says what the button confirms: this user ID, certified by whom, how.
+    assert "Bob Example &lt;bob@example.org&gt;" in page and "Alice Example" in page
+    assert "Certified by" in page and "What they checked" in page
+    assert client.get("/confirm/not-a-token").status_code == 404
     db.session.refresh(certification)
     assert certification.owner_decision is None
     answer = client.post(f"/confirm/{token}")
@@ -474,7 +484,10 @@ def test_names_from_strangers_stay_in_their_place(email_event, app, tmp_path, bo
     raw = report.written[0].read_bytes()
     raw.decode("ascii")  # every header encoded for the wire
     mail = email.message_from_bytes(raw, policy=policy.default)
-    assert mail["Subject"] == "Your key was certified at Fête des clés Bcc: victim@example.com"
+    assert mail["Subject"].startswith(
+        "Your key was certified at Fête des clés Bcc: victim@example.com / "
+    )
+    assert "\n" not in mail["Subject"] and "Bcc" not in mail
     assert mail["Bcc"] is None and mail["From"] == "keys@example.org"
     assert mail["Message-ID"].endswith("@example.org>")
     inner = email.message_from_bytes(
@@ -526,3 +539,38 @@ def rnp_packets(path) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def _letters(event, tmp_path, decrypt) -> dict[str, tuple[str, str]]:
+    """address -> (Subject, decrypted letter) of each mail written to the outbox."""
+    outbox = tmp_path / "outbox"
+    delivery.deliver(event, BASE_URL, None, outbox, sender=SENDER)
+    found = {}
+    for path in outbox.iterdir():
+        mail = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        inner = email.message_from_bytes(
+            decrypt(check_outer(mail, mail["To"])), policy=policy.default
+        )
+        found[mail["To"]] = (mail["Subject"], inner.get_body(("plain",)).get_content())
+    return found
+
+
+def test_the_mail_comes_in_the_owners_language_or_both(app, email_event, tmp_path, bob_decrypts):
+    bob = attendee_named(email_event, "Bob")
+    # Unknown language: both, the link once.
+    subject, text = _letters(email_event, tmp_path / "both", bob_decrypts)["bob@example.org"]
+    assert "Your key was certified at Test Party" in subject and "署名されました" in subject
+    assert '"email" context' in text and "メールアドレス" in text
+    assert len(LINK.findall(text)) == 1
+    # Bob's phone switched to Japanese: his mails come in Japanese only.
+    phone = phone_of(app, bob)
+    phone.get("/lang/ja?next=/me")
+    db.session.refresh(bob)
+    assert bob.language == "ja"
+    for certification in email_certifications(email_event).values():
+        certification.delivered_at = None
+    db.session.commit()
+    subject, text = _letters(email_event, tmp_path / "ja", bob_decrypts)["bob@example.org"]
+    assert "Your key was certified" not in subject and "署名されました" in subject
+    assert "Hello," not in text and "こんにちは" in text
+    assert "Bob Example <bob@example.org>" in text and len(LINK.findall(text)) == 1

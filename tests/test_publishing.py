@@ -117,7 +117,7 @@ def test_the_signer_is_never_told_of_a_decline(app, certified_event):
     decide(app, certified_event, "Bob", second, "declined")
     alice_page = phone_of(app, attendee_named(certified_event, "Alice")).get("/me").text
     assert "eclined" not in alice_page
-    assert alice_page.count("Accepted") == 4
+    assert alice_page.count("Taken in by the event") == 4
 
 
 def test_every_export_format_round_trips(app, certified_event, tmp_path):

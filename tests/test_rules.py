@@ -78,3 +78,48 @@ def test_an_email_certification_is_accepted_only_through_its_mail():
 
     assert check_owner_decision("signing", "email", "accepted").rule == "C3"
     assert check_owner_decision("signing", "email", "declined") is None
+
+
+def test_a_policy_url_must_be_public():
+    from keyparty.rules import check_policy_url
+
+    assert check_policy_url(None) is None
+    assert check_policy_url("https://keys.example.org/e/x/policy") is None
+    for url in (
+        "http://192.168.1.20:8000/e/x/policy",
+        "http://127.0.0.1:8000/p",
+        "http://[::1]/p",
+        "http://169.254.1.1/p",
+        "http://laptop/p",
+        "http://laptop.local/p",
+        "http://localhost:8000/p",
+        "ftp://keys.example.org/p",
+        "keys.example.org/p",
+    ):
+        refusal = check_policy_url(url)
+        assert refusal is not None and refusal.rule == "C1", url
+        assert "for ever" in refusal.message
+
+
+def test_certification_settings_are_checked_and_fixed_at_the_freeze():
+    from keyparty.rules import CertificationSettings
+    from keyparty.rules import check_certification_settings
+
+    good = CertificationSettings(365, 730, 30, "keyparty.org", None)
+    assert check_certification_settings("registration", good) is None
+    assert check_certification_settings("frozen", good).rule == "frozen"
+    bad = {
+        "D1": [
+            CertificationSettings(800, 730, 30, "keyparty.org", None),
+            CertificationSettings(0, 730, 30, "keyparty.org", None),
+            CertificationSettings(365, 4000, 30, "keyparty.org", None),
+        ],
+        "D3": [CertificationSettings(365, 730, 0, "keyparty.org", None)],
+        "C1": [
+            CertificationSettings(365, 730, 30, "Not A Domain", None),
+            CertificationSettings(365, 730, 30, "keyparty.org", "http://10.1.2.3/"),
+        ],
+    }
+    for rule, settings in bad.items():
+        for s in settings:
+            assert check_certification_settings("draft", s).rule == rule, s

@@ -16,7 +16,6 @@ from keyparty import events
 from keyparty import intake
 from keyparty import openpgp
 from keyparty import registration
-from keyparty import verification
 from keyparty.bundle import bundle_for
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
@@ -25,12 +24,12 @@ from keyparty.models import Verification
 from keyparty.models import utcnow
 from keyparty.rules import moment_text
 from tests.conftest import FIXTURES
-from tests.conftest import at
 from tests.conftest import attendee_named
 from tests.conftest import fingerprint_of
 from tests.conftest import key_bytes
 from tests.conftest import record
 from tests.conftest import short_tempdir
+from tests.conftest import signing_event_on_server
 
 BASE_URL = "http://keyparty.test:8000"
 
@@ -191,19 +190,8 @@ def test_online_sign_with_a_token_uploads_and_the_phone_shows_outcomes(
 ):
     app = live_server.app
     with app.app_context():
-        event = events.create_event("Online Party", date.today())
-        for name in ("alice", "bob"):
-            registration.register_keys(event, [(name, key_bytes(name))], events.event_home(event))
-        events.take_step(event, "freeze")
-        for attendee in event.attendees:
-            attendee.entry_confirmed_at = utcnow()
-        db.session.commit()
-        events.take_step(event, "start-verifying")
+        event = signing_event_on_server("Online Party")
         alice = attendee_named(event, "Alice")
-        bob_uid = attendee_named(event, "Bob").keys[0].user_ids[0]
-        verification.record(alice, alice, bob_uid, "identity", "photo-id", at(event, 0))
-        events.take_step(event, "cool-off")
-        events.take_step(event, "start-signing")
         event_id, digest, alice_id = event.id, event.partylist_sha256, alice.id
         db.session.remove()
 
@@ -211,7 +199,7 @@ def test_online_sign_with_a_token_uploads_and_the_phone_shows_outcomes(
     with phone.session_transaction() as session:
         session["attendee_id"] = alice_id
     page = phone.post("/me/signing-token", data={"csrf_token": _csrf(phone)}).text
-    token = page.split("--token ")[1].split("<")[0].strip()
+    token = re.search(r'<span id="token">([^<]+)</span>', page).group(1)
 
     result = sign(
         f"{live_server.url}/e/{event_id}",
@@ -227,7 +215,7 @@ def test_online_sign_with_a_token_uploads_and_the_phone_shows_outcomes(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "accepted" in result.stdout
     me = phone.get("/me").text
-    assert "Bob Example &lt;bob@example.org&gt;" in me and "Accepted" in me
+    assert "Bob Example &lt;bob@example.org&gt;" in me and "Taken in by the event" in me
 
     wrong = sign(
         f"{live_server.url}/e/{event_id}", "--token", "nope", "--homedir", str(alice_home.path)

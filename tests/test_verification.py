@@ -122,7 +122,8 @@ def test_an_owner_confirms_their_own_entry(app, frozen_event):
     alice = attendee_named(frozen_event, "Alice")
     phone = phone_of(app, alice)
     page = phone.get("/me").text
-    assert " ".join(group_digest(frozen_event.partylist_sha256)) in page, "in groups of four"
+    shown = re.findall(r'<span class="group">([0-9a-f]{4})</span>', page)
+    assert shown == group_digest(frozen_event.partylist_sha256), "in groups of four"
     assert "Confirm my entry" in page
     half = phone.post("/me/confirm", data={"entry_correct": "y"}, follow_redirects=True)
     assert "Tick both boxes" in half.text
@@ -221,10 +222,17 @@ def test_the_host_sees_event_wide_totals_only(app, client, verifying_event):
     verify(phone, verifying_event, key_of(verifying_event, "Bob"))
     verify(phone, verifying_event, key_of(verifying_event, "Carol"), basis="vouched")
     page = client.get(f"/host/e/{verifying_event.id}").text
-    assert "1 verifications" in page
+    assert '<dd data-total="verifications">1</dd>' in page
     assert "T2 1" in page
     header = re.search(r"<tr>(<th>.*?)</tr>", page).group(1)
-    assert re.findall(r"<th>([^<]*)</th>", header) == ["#", "Name", "Fingerprint", "Key"]
+    # No column counts anything per attendee (P5).
+    assert re.findall(r"<th>([^<]*)</th>", header) == [
+        "#",
+        "Name",
+        "Fingerprint",
+        "Key",
+        "Join link",
+    ]
 
 
 def test_the_scanner_is_offered_on_localhost_and_explained_elsewhere(app, verifying_event):

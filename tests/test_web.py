@@ -111,7 +111,7 @@ def test_an_unknown_join_link_gets_a_plain_message(client):
 def test_host_freezes_and_reads_the_digests_aloud(client, registered_event):
     page = client.get(f"/host/e/{registered_event.id}").text
     assert "Freeze the party list" in page
-    client.post(f"/host/e/{registered_event.id}/step/freeze")
+    client.post(f"/host/e/{registered_event.id}/step/freeze", data={"confirmed": "yes"})
     db.session.refresh(registered_event)
     assert registered_event.state == "frozen"
     page = client.get(f"/host/e/{registered_event.id}").text

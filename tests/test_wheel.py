@@ -35,7 +35,7 @@ SMOKE = textwrap.dedent(
 @pytest.mark.slow
 def test_an_installed_wheel_serves_its_pages(tmp_path):
     wheels = tmp_path / "wheels"
-    subprocess.run(
+    wheels_built = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -49,7 +49,12 @@ def test_an_installed_wheel_serves_its_pages(tmp_path):
             str(ROOT),
         ],
         check=True,
+        capture_output=True,
+        text=True,
     )
+    # `make setup` / `make run` print no page of setuptools warnings.
+    built = wheels_built.stdout + wheels_built.stderr
+    assert "Warning" not in built and "would be ignored" not in built, built
     (wheel,) = wheels.glob("keyparty-*.whl")
     target = tmp_path / "site"
     subprocess.run(

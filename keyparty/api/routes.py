@@ -13,6 +13,7 @@ from flask import jsonify
 from flask import request
 
 from keyparty import intake
+from keyparty import pairing
 from keyparty import ratelimit
 from keyparty.bundle import bundle_for
 from keyparty.extensions import csrf
@@ -20,7 +21,7 @@ from keyparty.extensions import db
 from keyparty.models import Attendee
 from keyparty.models import Event
 from keyparty.network import public_base_url
-from keyparty.registration import hash_token
+from keyparty.pairing import token_hashes
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 csrf.exempt(blueprint)
@@ -39,7 +40,7 @@ def _signer(event_id: str) -> Attendee:
     token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
     signer = (
         db.session.scalar(
-            db.select(Attendee).where(Attendee.signing_token_sha256 == hash_token(token))
+            db.select(Attendee).where(Attendee.signing_token_sha256.in_(token_hashes(token)))
         )
         if token
         else None
@@ -95,3 +96,53 @@ def upload_certification(event_id: str):
             for o in outcomes
         ]
     )
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(_error(400, "Send a JSON object."))
+    return body
+
+
+def _event_or_error(event_id: str) -> Event:
+    event = db.session.get(Event, event_id)
+    if event is None:
+        abort(_error(404, f"No event {event_id!r} here."))
+    return event
+
+
+@blueprint.route("/e/<event_id>/pairing", methods=["POST"])
+def start_pairing(event_id: str):
+    """RFC 8628 device authorization request: {"fingerprints": [...]} → the codes."""
+    event = _event_or_error(event_id)
+    wait = ratelimit.hit(f"pairing:{request.remote_addr}", 10, 600)
+    if wait:
+        return _error(429, f"Too many pairing requests; wait {wait} s.")
+    fingerprints = _json_body().get("fingerprints")
+    if not isinstance(fingerprints, list):
+        return _error(400, "Give the fingerprints of your secret keys: {'fingerprints': [...]}.")
+    try:
+        started = pairing.start(event, fingerprints)
+    except pairing.PairingError as problem:
+        return _error(problem.status, str(problem))
+    return jsonify(
+        device_code=started.device_code,
+        user_code=started.user_code,
+        verification_uri=f"{public_base_url(request.host_url)}/me",
+        expires_in=started.expires_in,
+        interval=started.interval,
+    )
+
+
+@blueprint.route("/e/<event_id>/pairing/token", methods=["POST"])
+def poll_pairing(event_id: str):
+    """RFC 8628 device access token request: {"device_code": ...} → the signing token."""
+    event = _event_or_error(event_id)
+    try:
+        token = pairing.poll(event, str(_json_body().get("device_code") or ""))
+    except pairing.PairingError as problem:
+        response = jsonify(error=problem.code, message=str(problem))
+        response.status_code = problem.status
+        return response
+    return jsonify(token=token, token_type="Bearer")

@@ -5,7 +5,7 @@ decision per user ID."""
 from __future__ import annotations
 
 import functools
-import secrets
+import time
 from datetime import UTC
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -27,6 +27,7 @@ from markupsafe import Markup
 from keyparty import delivery
 from keyparty import events
 from keyparty import exports
+from keyparty import pairing
 from keyparty import publishing
 from keyparty import ratelimit
 from keyparty import registration
@@ -42,6 +43,7 @@ from keyparty.badges import verification_url
 from keyparty.bundle import bundle_for
 from keyparty.extensions import db
 from keyparty.i18n import LANGUAGES
+from keyparty.i18n import current_language
 from keyparty.i18n import gettext as _
 from keyparty.i18n import refusal_message
 from keyparty.models import Attendee
@@ -108,9 +110,14 @@ def index():
 
 
 @blueprint.route("/lang/<code>")
+@storage.writes
 def set_language(code: str):
     if code in LANGUAGES:
         session["lang"] = code
+        me = current_attendee()
+        if me is not None and me.language != code:
+            me.language = code  # mails to them come in this language
+            db.session.commit()
     return redirect(local_path(request.args.get("next")))
 
 
@@ -142,22 +149,61 @@ def register(event_id: str):
         )
         if result.accepted:
             accepted = result.accepted[0]
-            join_url = None
-            if accepted.join_token:
-                base = public_base_url(request.host_url)
-                join_url = f"{base}{url_for('attendee.join', token=accepted.join_token)}"
-            return render_template(
-                "registered.html",
-                event=event,
-                key=accepted.key,
-                updated=accepted.updated,
+            # Kept in this browser's session for a while, so that switching the
+            # page's language shows the join link again instead of losing it.
+            session["registered"] = {
+                "event": event.id,
+                "key": accepted.key.id,
+                "updated": accepted.updated,
+                "join": accepted.join_token,
+                "until": time.time() + REGISTERED_SECONDS,
+            }
+            return _registered_page(
+                event,
+                accepted.key,
+                accepted.updated,
+                accepted.join_token,
                 warnings=accepted.warnings,
-                join_url=join_url,
-                join_svg=Markup(qr_svg(join_url)) if join_url else None,
             )
         rejected = result.rejected
+        if any(r.problem == "secret-key" for r in rejected):
+            # A secret key is never sent back to the browser, not even into the form.
+            form.key_text.data = ""
     status = 400 if request.method == "POST" else 200
     return render_template("register.html", event=event, form=form, rejected=rejected), status
+
+
+REGISTERED_SECONDS = 30 * 60
+
+
+def _registered_page(event: Event, key: Key, updated: bool, join_token: str | None, warnings=()):
+    join_url = None
+    if join_token:
+        base = public_base_url(request.host_url)
+        join_url = f"{base}{url_for('attendee.join', token=join_token)}"
+    return render_template(
+        "registered.html",
+        event=event,
+        key=key,
+        updated=updated,
+        warnings=warnings,
+        join_url=join_url,
+        join_svg=Markup(qr_svg(join_url)) if join_url else None,
+        lang_next=url_for("attendee.registered", event_id=event.id),
+    )
+
+
+@blueprint.route("/e/<event_id>/registered")
+def registered(event_id: str):
+    """The "you are registered" page again (after a language switch), from this
+    browser's session; joining with the link ends it."""
+    event = _event_or_404(event_id)
+    shown = session.get("registered") or {}
+    key = db.session.get(Key, shown.get("key", 0)) if shown.get("event") == event.id else None
+    if key is None or shown.get("until", 0) < time.time():
+        session.pop("registered", None)
+        return redirect(url_for("attendee.register", event_id=event.id))
+    return _registered_page(event, key, shown.get("updated", False), shown.get("join"))
 
 
 @blueprint.route("/join/<token>")
@@ -182,6 +228,7 @@ def join(token: str):
     # Redeemed once: the link now belongs to this phone's session only.
     attendee.join_token_sha256 = None
     attendee.joined_at = _now().replace(tzinfo=None)
+    attendee.language = current_language()
     db.session.commit()
     lang = session.get("lang")
     session.clear()
@@ -223,6 +270,8 @@ def me():
         # (there are none before signing starts: no queries then).
         given=_latest_judgements(attendee) if after_event else [],
         expiring=_expiring_soon(attendee) if after_event else {"given": [], "received": []},
+        pairings=pairing.pending_for(attendee) if event.state == "signing" else [],
+        group=pairing.group,
     )
 
 
@@ -263,16 +312,46 @@ def signing_token():
     if attendee.event.state != "signing":
         flash(_("Signing starts when the host starts it, after the cooling-off."), "error")
         return redirect(url_for("attendee.me"))
-    token = secrets.token_urlsafe(24)
-    attendee.signing_token_sha256 = registration.hash_token(token)
+    replaced = attendee.signing_token_sha256 is not None
+    token = pairing.issue_signing_token(attendee)
     db.session.commit()
     base = public_base_url(request.host_url)
     return render_template(
         "signing_token.html",
         event=attendee.event,
         token=token,
-        command=f"keyparty sign {base}/e/{attendee.event_id} --token {token}",
+        replaced=replaced,
+        event_url=f"{base}/e/{attendee.event_id}",
     )
+
+
+@blueprint.route("/me/pairing/<int:pairing_id>/<answer>", methods=["POST"])
+def answer_pairing(pairing_id: int, answer: str):
+    """Allow or deny a computer that asks to sign as me (keyparty sign without a token)."""
+    attendee = _require_me()
+    if not ButtonForm().validate_on_submit() or answer not in ("allow", "deny"):
+        abort(400)
+    answered = pairing.answer(attendee, pairing_id, answer == "allow")
+    if answered is None:
+        flash(_("That request is over: run keyparty sign again for a new code."), "error")
+    elif answer == "allow":
+        flash(
+            _(
+                "Allowed: the computer showing {code} signs as you now. "
+                "An earlier signing token stops working.",
+                code=pairing.group(answered.user_code),
+            ),
+            "ok",
+        )
+    else:
+        flash(
+            _(
+                "Denied: the computer showing {code} gets nothing.",
+                code=pairing.group(answered.user_code),
+            ),
+            "ok",
+        )
+    return redirect(url_for("attendee.me"))
 
 
 @blueprint.route("/me/bundle.json")
@@ -377,13 +456,20 @@ def confirm_email(token: str):
     button accepts. A GET alone changes nothing, so a mail scanner or link
     preview that opens the link cannot accept for the owner."""
     form = ButtonForm()
-    if request.method == "GET" or not form.validate_on_submit():
-        return render_template("confirm_email.html", form=form)
     waiting = db.session.scalar(
         db.select(Certification).where(
             Certification.delivery_token_sha256 == registration.hash_token(token)
         )
     )
+    if request.method == "GET" or not form.validate_on_submit():
+        if waiting is None:
+            return render_template(
+                "message.html",
+                title=_("This link does not work"),
+                message=_("It was already used, or it is not a keyparty confirmation link."),
+            ), 404
+        # Say exactly what the button accepts: which user ID, certified by whom, how.
+        return render_template("confirm_email.html", form=form, certification=waiting)
     refusal = waiting and rules.check_owner_decision(waiting.key.event.state, None, "accepted")
     if refusal:
         return render_template(
@@ -529,7 +615,11 @@ def verify(event_id: str, fingerprint: str, uid_id: int):
         flash(f"{refusal.rule}: {refusal_message(refusal)}", "refusal")
         return _key_page(event, key, {uid_id: form}, 409)
     flash(
-        _("Recorded: you verified {uid} ({context}).", uid=user_id.text, context=recorded.context),
+        _(
+            "Recorded: you verified {uid} ({context}).",
+            uid=user_id.text,
+            context=_(recorded.context),
+        ),
         "ok",
     )
     return redirect(url_for("attendee.key", event_id=event.id, fingerprint=key.fingerprint))

@@ -1,3 +1,5 @@
+"""Host forms. Labels are marked N_ and translated where shown (`_(field.label.text)`)."""
+
 from flask_wtf import FlaskForm
 from flask_wtf.file import MultipleFileField
 from wtforms import DateField
@@ -8,16 +10,25 @@ from wtforms.validators import DataRequired
 from wtforms.validators import Length
 from wtforms.validators import Optional
 
+from keyparty.translatable import N_
+
 
 class CreateEventForm(FlaskForm):
-    name = StringField("Event name", validators=[DataRequired(), Length(max=200)])
-    date = DateField("Date of the event", validators=[Optional()])
+    name = StringField(N_("Event name"), validators=[DataRequired(), Length(max=200)])
+    date = DateField(N_("Date of the event"), validators=[Optional()])
 
 
 class ImportForm(FlaskForm):
     files = MultipleFileField(
-        "Keyring files (armored or binary) and CSV sign-up sheets",
+        N_("Keyring files (armored or binary) and CSV sign-up sheets"),
         validators=[DataRequired(message="Choose at least one file to import.")],
+    )
+
+
+class IntakeForm(FlaskForm):
+    files = MultipleFileField(
+        N_("Certification files that came by mail or USB stick"),
+        validators=[DataRequired()],
     )
 
 
@@ -26,13 +37,23 @@ class StepForm(FlaskForm):
 
 
 class LoginForm(FlaskForm):
-    password = PasswordField("Host password", validators=[DataRequired()])
+    password = PasswordField(N_("Host password"), validators=[DataRequired()])
 
 
 class SettingsForm(FlaskForm):
     """C1 contexts and P4 pace of one event (same as `keyparty event set`)."""
 
-    contexts = StringField("Contexts (comma-separated)", validators=[DataRequired()])
-    pace_gap = IntegerField("Shortest gap between two people (s)", validators=[DataRequired()])
-    pace_window = IntegerField("Pace window (s)", validators=[DataRequired()])
-    pace_max = IntegerField("Most people in one window", validators=[DataRequired()])
+    contexts = StringField(N_("Contexts (comma-separated)"), validators=[DataRequired()])
+    pace_gap = IntegerField(N_("Shortest gap between two people (s)"), validators=[DataRequired()])
+    pace_window = IntegerField(N_("Pace window (s)"), validators=[DataRequired()])
+    pace_max = IntegerField(N_("Most people in one window"), validators=[DataRequired()])
+
+
+class CertificationSettingsForm(FlaskForm):
+    """D1 expiry and cap, D3 signing window, C1 notation domain and policy URL."""
+
+    expiry_days = IntegerField(N_("Certifications expire after (days)"), [DataRequired()])
+    cap_days = IntegerField(N_("Longest expiry accepted (days)"), [DataRequired()])
+    window_days = IntegerField(N_("Signing window after the event (days)"), [DataRequired()])
+    notation_domain = StringField(N_("Notation domain"), [DataRequired(), Length(max=100)])
+    policy_url = StringField(N_("Policy URL (empty: none)"), [Optional(), Length(max=500)])

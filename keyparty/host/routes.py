@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
+import tempfile
+import zipfile
+from pathlib import Path
 
 from flask import Blueprint
 from flask import Response
@@ -26,6 +30,7 @@ from keyparty import delivery
 from keyparty import events
 from keyparty import exports
 from keyparty import graphviz
+from keyparty import intake
 from keyparty import publishing
 from keyparty import ratelimit
 from keyparty import registration
@@ -33,11 +38,15 @@ from keyparty import report
 from keyparty import verification
 from keyparty.badges import badges_for
 from keyparty.extensions import db
+from keyparty.host.forms import CertificationSettingsForm
 from keyparty.host.forms import CreateEventForm
 from keyparty.host.forms import ImportForm
+from keyparty.host.forms import IntakeForm
 from keyparty.host.forms import LoginForm
 from keyparty.host.forms import SettingsForm
 from keyparty.host.forms import StepForm
+from keyparty.i18n import gettext as _
+from keyparty.i18n import refusal_message
 from keyparty.models import Event
 from keyparty.network import is_loopback
 from keyparty.network import local_path
@@ -45,6 +54,7 @@ from keyparty.network import public_base_url
 from keyparty.partylist import group_digest
 from keyparty.rules import STEPS
 from keyparty.rules import next_step
+from keyparty.translatable import N_
 
 blueprint = Blueprint("host", __name__, url_prefix="/host")
 
@@ -108,7 +118,7 @@ def login():
             session["host"] = host_session_tag()
             target = local_path(request.args.get("next"), url_for("host.index"))
             return redirect(target if target.startswith("/host") else url_for("host.index"))
-        flash("That is not the host password.", "error")
+        flash(_("That is not the host password."), "error")
         return render_template("host/login.html", form=form), 401
     return render_template("host/login.html", form=form)
 
@@ -142,7 +152,7 @@ def create_event():
         all_events = db.session.scalars(db.select(Event).order_by(Event.created_at.desc())).all()
         return render_template("host/index.html", events=all_events, form=form), 400
     event = events.create_event(form.name.data, form.date.data)
-    flash(f"Created {event.name}. Its id is {event.id}.", "ok")
+    flash(_("Created {name}. Its id is {id}.", name=event.name, id=event.id), "ok")
     return redirect(url_for("host.event", event_id=event.id))
 
 
@@ -153,10 +163,14 @@ def event(event_id: str):
     return render_template(
         "host/event.html",
         event=event,
-        counts=events.counts(event),
+        summary=events.summary(event),
         totals=verification.totals(event),
+        unconfirmed=events.unconfirmed_attendees(event) if event.partylist_sha256 else [],
         step=step,
         step_label=STEPS[step][2] if step else None,
+        confirm_steps=CONFIRM_STEPS,
+        intake_form=IntakeForm(),
+        exports=EXPORTS,
         step_form=StepForm(),
         import_form=ImportForm(),
         settings_form=SettingsForm(
@@ -165,6 +179,14 @@ def event(event_id: str):
             pace_window=event.pace_window_seconds,
             pace_max=event.pace_max_in_window,
         ),
+        certification_form=CertificationSettingsForm(
+            expiry_days=event.cert_expiry_days,
+            cap_days=event.cert_expiry_cap_days,
+            window_days=event.signing_window_days,
+            notation_domain=event.notation_domain,
+            policy_url=event.policy_url or "",
+        ),
+        suggested_policy_url=events.suggested_policy_url(event),
         sha256_groups=group_digest(event.partylist_sha256) if event.partylist_sha256 else [],
         sha512_groups=group_digest(event.partylist_sha512) if event.partylist_sha512 else [],
         registration_url=f"{public_base_url(request.host_url)}/e/{event.id}/register",
@@ -177,12 +199,168 @@ def take_step(event_id: str, step: str):
     event = _event_or_404(event_id)
     if not StepForm().validate_on_submit():
         abort(400)
+    if step in CONFIRM_STEPS and request.form.get("confirmed") != "yes":
+        # A step that cannot be undone is taken from its confirmation page only.
+        return redirect(url_for("host.confirm", event_id=event.id, action=step))
     refusal = events.take_step(event, step)
     if refusal:
-        flash(refusal.message, "error")
+        flash(refusal_message(refusal), "error")
     else:
-        flash(f"The event is now {event.state}.", "ok")
+        flash(_("The event is now {state}.", state=_(event.state)), "ok")
     return redirect(url_for("host.event", event_id=event.id))
+
+
+# Steps that cannot be undone, and what their confirmation page says they do.
+CONFIRM_STEPS = {
+    "freeze": N_(
+        "The party list is fixed: no key can be added, changed or removed after this, and the "
+        "event's contexts and certification settings can no longer change. keyparty writes the "
+        "list file and its digests, which you read aloud at the event."
+    ),
+    "close": N_(
+        "The event ends: no certification is taken in any more and the exports are final. Key "
+        "owners can no longer accept or decline certifications."
+    ),
+    "purge": N_(
+        "The names, email addresses, join links, user IDs, verifications and GnuPG homes of "
+        "this event are deleted. The published keyring, the per-key files and the event-wide "
+        "totals stay in the instance folder. This cannot be undone."
+    ),
+}
+
+
+@blueprint.route("/e/<event_id>/confirm/<action>")
+def confirm(event_id: str, action: str):
+    """The page that asks once more before freeze, close or purge."""
+    event = _event_or_404(event_id)
+    if action not in CONFIRM_STEPS:
+        abort(404)
+    target = (
+        url_for("host.purge", event_id=event.id)
+        if action == "purge"
+        else url_for("host.take_step", event_id=event.id, step=action)
+    )
+    label = N_("Delete the personal data") if action == "purge" else STEPS[action][2]
+    return render_template(
+        "host/confirm.html",
+        event=event,
+        action=action,
+        label=label,
+        explanation=CONFIRM_STEPS[action],
+        target=target,
+        form=StepForm(),
+    )
+
+
+@blueprint.route("/e/<event_id>/purge", methods=["POST"])
+def purge(event_id: str):
+    """Delete a closed event's personal data (same as `keyparty purge EVENT`)."""
+    event = _event_or_404(event_id)
+    if not StepForm().validate_on_submit():
+        abort(400)
+    if request.form.get("confirmed") != "yes":
+        return redirect(url_for("host.confirm", event_id=event.id, action="purge"))
+    try:
+        deleted = events.purge(event)
+    except ValueError:
+        flash(
+            _(
+                "Purge only a closed event; {event} is {state}. Close it first.",
+                event=event.id,
+                state=_(event.state),
+            ),
+            "error",
+        )
+        return redirect(url_for("host.event", event_id=event.id))
+    flash(
+        _(
+            "Deleted the personal data of {event}: {attendees} attendees, {keys} keys, "
+            "{verifications} verifications, {certifications} certifications. Kept: {folder}.",
+            event=event.name,
+            attendees=deleted["attendees"],
+            keys=deleted["keys"],
+            verifications=deleted["verifications"],
+            certifications=deleted["certifications"],
+            folder=str(events.event_files(event) / "final"),
+        ),
+        "ok",
+    )
+    return redirect(url_for("host.event", event_id=event.id))
+
+
+@blueprint.route("/e/<event_id>/intake", methods=["POST"])
+def intake_files(event_id: str):
+    """Certifications that came by mail or USB stick (same as `keyparty intake EVENT FILE…`)."""
+    event = _event_or_404(event_id)
+    form = IntakeForm()
+    if not form.validate_on_submit():
+        flash(_("Choose at least one certification file."), "error")
+        return redirect(url_for("host.event", event_id=event.id))
+    uploads = [(f.filename or "upload", f.read()) for f in form.files.data]
+    outcomes = intake.take_in(event, uploads)
+    return render_template("host/intake.html", event=event, outcomes=outcomes)
+
+
+@blueprint.route("/e/<event_id>/relink/<fingerprint>", methods=["POST"])
+def relink(event_id: str, fingerprint: str):
+    """A new join link for a key's attendee (same as `keyparty relink EVENT FPR`)."""
+    event = _event_or_404(event_id)
+    if not StepForm().validate_on_submit():
+        abort(400)
+    try:
+        token = events.new_join_link(event, fingerprint)
+    except LookupError:
+        abort(404)
+    key = next(k for k in event.keys if k.fingerprint == fingerprint.upper())
+    link = f"{public_base_url(request.host_url)}/join/{token}"
+    return render_template("host/relinked.html", event=event, key=key, link=link)
+
+
+# The downloads of the host page: name -> (what it is, how it is made).
+EXPORTS = {
+    "keyring.asc": N_("Published keyring (armored)"),
+    "keyring.gpg": N_("Published keyring (binary)"),
+    "per-key.zip": N_("One file per key (zip)"),
+    "per-uid.zip": N_("One file per user ID (zip)"),
+    "wkd.zip": N_("Web Key Directory (zip)"),
+}
+
+
+@blueprint.route("/e/<event_id>/export/<name>")
+def export(event_id: str, name: str):
+    """Each export of `keyparty export`, as a download: only accepted certifications (O1)."""
+    event = _event_or_404(event_id)
+    if name not in EXPORTS:
+        abort(404)
+    if name.startswith("keyring."):
+        data = exports.keyring(event, armor=name.endswith(".asc"))
+        mimetype = "application/pgp-keys"
+    else:
+        writer = {
+            "per-key.zip": exports.write_per_key,
+            "per-uid.zip": exports.write_per_user_id,
+            "wkd.zip": exports.write_wkd,
+        }[name]
+        data = _zipped(lambda folder: writer(event, folder))
+        mimetype = "application/zip"
+    return Response(
+        data,
+        mimetype=mimetype,
+        headers={"Content-Disposition": f'attachment; filename="{event.id}-{name}"'},
+    )
+
+
+def _zipped(write) -> bytes:
+    """The files `write(folder)` makes, as a zip archive (paths relative to the folder)."""
+    with tempfile.TemporaryDirectory(prefix="kpx") as scratch:
+        folder = Path(scratch) / "export"
+        write(folder)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    archive.write(path, path.relative_to(folder).as_posix())
+        return buffer.getvalue()
 
 
 @blueprint.route("/e/<event_id>/import", methods=["POST"])
@@ -190,7 +368,7 @@ def import_keys(event_id: str):
     event = _event_or_404(event_id)
     form = ImportForm()
     if not form.validate_on_submit():
-        flash("Choose at least one file to import.", "error")
+        flash(_("Choose at least one file to import."), "error")
         return redirect(url_for("host.event", event_id=event.id))
     try:
         inputs, signups = registration.sort_files([(f.filename, f.read()) for f in form.files.data])
@@ -262,12 +440,7 @@ def badges(event_id: str):
 @blueprint.route("/e/<event_id>/keyring.asc")
 def keyring(event_id: str):
     """The published keyring: only certifications their owners accepted (O1)."""
-    event = _event_or_404(event_id)
-    return Response(
-        exports.keyring(event),
-        mimetype="application/pgp-keys",
-        headers={"Content-Disposition": f'attachment; filename="keyring-{event.id}.asc"'},
-    )
+    return export(event_id, "keyring.asc")
 
 
 @blueprint.route("/e/<event_id>/report")
@@ -332,10 +505,37 @@ def settings(event_id: str):
     event = _event_or_404(event_id)
     form = SettingsForm()
     if not form.validate_on_submit():
-        flash("Fill in every setting with a whole number of seconds or people.", "error")
+        flash(_("Fill in every setting with a whole number of seconds or people."), "error")
         return redirect(url_for("host.event", event_id=event.id))
     refusal = events.configure(
         event, form.contexts.data, form.pace_gap.data, form.pace_window.data, form.pace_max.data
     )
-    flash(str(refusal) if refusal else "Settings saved.", "error" if refusal else "ok")
+    _flash_outcome(refusal)
+    return redirect(url_for("host.event", event_id=event.id))
+
+
+def _flash_outcome(refusal) -> None:
+    if refusal:
+        flash(f"{refusal.rule}: {refusal_message(refusal)}", "error")
+    else:
+        flash(_("Settings saved."), "ok")
+
+
+@blueprint.route("/e/<event_id>/certification-settings", methods=["POST"])
+def certification_settings(event_id: str):
+    """D1, D3 and C1 settings (same as `keyparty event set EVENT --expiry-days …`)."""
+    event = _event_or_404(event_id)
+    form = CertificationSettingsForm()
+    if not form.validate_on_submit():
+        flash(_("Fill in the expiry, cap and signing window as whole numbers of days."), "error")
+        return redirect(url_for("host.event", event_id=event.id))
+    refusal = events.configure_certification(
+        event,
+        form.expiry_days.data,
+        form.cap_days.data,
+        form.window_days.data,
+        form.notation_domain.data,
+        form.policy_url.data or "",
+    )
+    _flash_outcome(refusal)
     return redirect(url_for("host.event", event_id=event.id))
