@@ -16,6 +16,7 @@ from keyparty import delivery
 from keyparty import events
 from keyparty import exports
 from keyparty import intake
+from keyparty import proof
 from keyparty import publishing
 from keyparty import registration
 from keyparty import report
@@ -109,9 +110,12 @@ def event_set(event_id: str, contexts, pace_gap, pace_window, pace_max) -> None:
 @click.argument("fingerprint")
 @with_appcontext
 def relink_command(event_id: str, fingerprint: str) -> None:
-    """Issue a new join link for the attendee of FINGERPRINT (the old one stops working).
+    """Issue a new join link for the attendee of FINGERPRINT, to hand over in person.
 
-    For an attendee who lost the phone their link was opened on.
+    For an attendee who lost the phone their link was opened on. Their old
+    link, every session and their signing token end. Whoever opens the new
+    link acts for the key: give it to its holder alone (or let them re-join
+    at /e/EVENT/rejoin by proving they hold the key).
     """
     event = _event(event_id)
     try:
@@ -124,12 +128,21 @@ def relink_command(event_id: str, fingerprint: str) -> None:
 @click.command("import")
 @click.argument("event_id", metavar="EVENT")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--hand-out",
+    is_flag=True,
+    help="Print plain join links to give each person face to face, instead of sending "
+    "them encrypted to their keys.",
+)
 @with_appcontext
-def import_command(event_id: str, files: tuple[str, ...]) -> None:
+def import_command(event_id: str, files: tuple[str, ...], hand_out: bool) -> None:
     """Register keys from keyring files (armored or binary) and CSV sign-up sheets.
 
     A CSV (columns name, email, fingerprint) names the attendee of each key
-    given in the other files.
+    given in the other files. Each new key's join link goes out encrypted to
+    that key (O2): mailed to its email user IDs when SMTP is configured,
+    else written into the event's outbox (.eml files and one armored
+    message per key). --hand-out prints the links instead.
     """
     event = _event(event_id)
     try:
@@ -138,17 +151,26 @@ def import_command(event_id: str, files: tuple[str, ...]) -> None:
         raise click.ClickException(str(problem)) from None
     result = registration.register_keys(event, inputs, events.event_home(event), signups=signups)
     base = _base_url()
+    links = registration.join_links(result)
     for accepted in result.accepted:
         key = accepted.key
         if accepted.updated:
             click.echo(f"updated  {key.fingerprint}  {key.attendee.name}")
-        else:
-            click.echo(f"accepted {key.fingerprint}  {key.attendee.name}")
-            if accepted.join_token:
-                link = f"{base}/join/{accepted.join_token}"
-                click.echo(f"         join link (give it to this attendee only): {link}")
-            else:
-                click.echo("         another key of this attendee: their join link stays the same")
+            continue
+        click.echo(f"accepted {key.fingerprint}  {key.attendee.name}")
+        if hand_out and accepted.join_token:
+            link = proof.join_url(base, accepted.join_token)
+            click.echo(f"         join link (hand it to this person only): {link}")
+        elif not accepted.join_token:
+            click.echo("         another key of this attendee: their join link stays the same")
+    failed = bool(result.rejected)
+    if hand_out and links:
+        click.echo(
+            "Hand each join link to its person face to face: whoever opens a link acts for "
+            "that key, so it proves nothing unless you know who got it (O2)."
+        )
+    elif links:
+        failed |= _send_join_links(event, links, base)
     for rejected in result.rejected:
         click.echo(f"refused  {rejected.source}: {rejected.message}", err=True)
     registered = {a.key.fingerprint for a in result.accepted}
@@ -160,17 +182,50 @@ def import_command(event_id: str, files: tuple[str, ...]) -> None:
                 err=True,
             )
     click.echo(f"{len(result.accepted)} accepted, {len(result.rejected)} refused")
-    if result.rejected:
+    if failed:
         sys.exit(1)
+
+
+def _send_join_links(event, links: list, base: str) -> bool:
+    """Send the links encrypted; say where each went. True if any failed."""
+    outbox = events.event_files(event) / "outbox"
+    try:
+        sent = delivery.send_join_links(
+            event, links, base, delivery.smtp_settings(current_app.config), outbox
+        )
+    except delivery.DeliveryError as problem:
+        raise click.ClickException(
+            f"{problem} The keys are registered; send their links with "
+            f"`keyparty relink {event.id} FINGERPRINT` or run the import again with --hand-out."
+        ) from None
+    for fingerprint in sent.sent:
+        click.echo(f"mailed   {fingerprint}: its join link, encrypted to the key")
+    for path in sent.written:
+        click.echo(f"wrote    {path}: its join link, encrypted (send it: sendmail -t < FILE)")
+    for fingerprint in sent.no_address:
+        click.echo(
+            f"no mail  {fingerprint}: no email user ID; give its person "
+            f"{outbox / f'join-{fingerprint}.asc'} (encrypted to the key)"
+        )
+    for fingerprint, reason in sent.refused:
+        click.echo(f"not sent {fingerprint}: {reason}", err=True)
+    click.echo(
+        f"Join links left encrypted to their keys: {len(sent.armored)} armored message(s) in "
+        f"{outbox}. Whoever decrypts one and opens its link proves they hold the key (O2)."
+    )
+    return bool(sent.refused)
 
 
 @click.command("step")
 @click.argument("event_id", metavar="EVENT")
 @click.argument("step", type=click.Choice(list(STEPS)))
+@click.option("--yes", is_flag=True, help="Do not ask (freeze with unproven entries).")
 @with_appcontext
-def step_command(event_id: str, step: str) -> None:
+def step_command(event_id: str, step: str, yes: bool = False) -> None:
     """Move EVENT one step along: open, freeze, start-verifying, cool-off, start-signing, close."""
     event = _event(event_id)
+    if step == "freeze" and event.state == "registration":
+        _confirm_unproven(event, yes)
     refusal = events.take_step(event, step)
     if refusal:
         raise click.ClickException(refusal.message)
@@ -180,12 +235,58 @@ def step_command(event_id: str, step: str) -> None:
         _print_digests(event)
 
 
+def _confirm_unproven(event, yes: bool) -> None:
+    """O2: the freeze names the entries whose holder has not proven possession."""
+    waiting = proof.unproven(event)
+    if not waiting:
+        return
+    click.echo(f"{len(waiting)} entries are not proven yet (O2): nobody has shown they hold")
+    click.echo("these keys. Their owners can still prove it at the event (re-join page);")
+    click.echo("until they do, nobody can verify them (T4).")
+    for attendee in waiting:
+        for key in attendee.keys:
+            click.echo(f"  {_terminal(attendee.name)}  {key.fingerprint}")
+    if yes:
+        return
+    if not click.confirm("Freeze the list with them on it?", default=False):
+        raise click.ClickException(
+            f"Not frozen. Remove an entry with `keyparty remove {event.id} FINGERPRINT`, "
+            "or freeze anyway with --yes."
+        )
+
+
+def _terminal(text: str) -> str:
+    """A name from a stranger, without terminal escapes or line breaks."""
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)
+
+
 @click.command("freeze")
 @click.argument("event_id", metavar="EVENT")
+@click.option("--yes", is_flag=True, help="Do not ask (freeze with unproven entries).")
 @with_appcontext
-def freeze_command(event_id: str) -> None:
-    """Freeze the party list and print its SHA256 and SHA512 digests."""
-    step_command.callback(event_id, "freeze")
+def freeze_command(event_id: str, yes: bool) -> None:
+    """Freeze the party list and print its SHA256 and SHA512 digests.
+
+    Entries whose holder has not proven possession are named first, and
+    the host is asked (--yes for scripts).
+    """
+    step_command.callback(event_id, "freeze", yes)
+
+
+@click.command("remove")
+@click.argument("event_id", metavar="EVENT")
+@click.argument("fingerprint")
+@with_appcontext
+def remove_command(event_id: str, fingerprint: str) -> None:
+    """Remove a key before the freeze (and its attendee, if it was their last)."""
+    event = _event(event_id)
+    try:
+        removed, name, attendee_gone = events.remove_key(event, fingerprint)
+    except (LookupError, ValueError) as problem:
+        raise click.ClickException(str(problem).strip("'\"")) from None
+    click.echo(f"removed  {removed}  {_terminal(name)}")
+    if attendee_gone:
+        click.echo("         it was their only key: the attendee is removed too")
 
 
 @click.command("partylist")
@@ -497,6 +598,7 @@ commands = [
     deliver_command,
     purge_command,
     relink_command,
+    remove_command,
     init_command,
     serve_command,
 ]

@@ -45,6 +45,10 @@ def settings_from_env(instance: Path) -> dict:
         "SMTP_USER": env.get("KEYPARTY_SMTP_USER") or None,
         "SMTP_SENDER": env.get("KEYPARTY_SMTP_SENDER") or None,
         "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+        # Registrations (keys) per client address per window: web sign-up
+        # runs gpg, so one address cannot flood the event with keys.
+        "REGISTRATION_LIMIT": int(env.get("KEYPARTY_REGISTRATION_LIMIT") or 10),
+        "REGISTRATION_WINDOW_SECONDS": int(env.get("KEYPARTY_REGISTRATION_WINDOW") or 600),
         # One connection per server thread (keyparty serve runs 32), so no
         # request waits for a connection while another holds the write lock.
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 32, "max_overflow": 8},

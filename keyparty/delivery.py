@@ -43,10 +43,12 @@ from keyparty.extensions import db
 from keyparty.gpg import GnuPGError
 from keyparty.models import Certification
 from keyparty.models import Event
+from keyparty.models import Key
 from keyparty.models import UserID
 from keyparty.models import utcnow
 from keyparty.network import is_loopback
 from keyparty.partylist import group_fingerprint
+from keyparty.proof import join_url
 from keyparty.registration import hash_token
 
 # The standard port of each way of talking to the server; "none" is for a
@@ -212,7 +214,11 @@ def _one_line(text: str, limit: int = 150) -> str:
 
 def _recipient(certification: Certification) -> str:
     """The certified user ID's own address, checked to be one plain address."""
-    address = (certification.user_id.email if certification.user_id else None) or ""
+    return checked_address((certification.user_id.email if certification.user_id else None) or "")
+
+
+def checked_address(address: str) -> str:
+    """`address` if it is one plain address mail can be sent to, else DeliveryError."""
     try:
         parsed = Address(addr_spec=address)
     except (ValueError, IndexError, HeaderParseError):
@@ -301,7 +307,13 @@ def compose(
     home = event_home(event)
     with home.locked():
         ciphertext = home.encrypt(inner.as_bytes(policy=policy.SMTP), fingerprint)
+    subject = f"Your key was certified at {_one_line(event.name, 120)}"
+    return pgp_mime(ciphertext, sender, [address], subject)
 
+
+def pgp_mime(ciphertext: bytes, sender: str, to: list[str], subject: str) -> EmailMessage:
+    """The outer PGP/MIME mail (RFC 3156, section 4) around an armored
+    OpenPGP message, with Date and Message-ID (pius #152)."""
     control = MIMEPart()
     control.set_content(
         b"Version: 1\n", maintype="application", subtype="pgp-encrypted", cte="7bit"
@@ -322,14 +334,21 @@ def compose(
     sender_domain = (_envelope_address(sender) or DEFAULT_SENDER).rpartition("@")[2]
     outer = EmailMessage()
     outer["From"] = sender
-    outer["To"] = address
-    outer["Subject"] = f"Your key was certified at {_one_line(event.name, 120)}"
+    outer["To"] = ", ".join(to)
+    outer["Subject"] = subject
     outer["Date"] = format_datetime(datetime.now(UTC))
     outer["Message-ID"] = make_msgid(domain=sender_domain)
     outer["MIME-Version"] = "1.0"
     outer["Content-Type"] = 'multipart/encrypted; protocol="application/pgp-encrypted"'
     outer.set_payload([control, encrypted])
     return outer
+
+
+def write_mail(path: Path, message: EmailMessage) -> Path:
+    """One mail as an .eml file in the outbox, for `sendmail -t < FILE`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(message.as_bytes(policy=policy.default))
+    return path
 
 
 # -- sending -------------------------------------------------------------------
@@ -413,8 +432,7 @@ def deliver(
         report.outbox = outbox
         outbox.mkdir(parents=True, exist_ok=True)
         for certification, token, message in ready:
-            path = outbox / f"{event.id}-{certification.id}.eml"
-            path.write_bytes(message.as_bytes(policy=policy.default))
+            path = write_mail(outbox / f"{event.id}-{certification.id}.eml", message)
             certification.delivery_token_sha256 = hash_token(token)
             certification.delivered_at = utcnow()
             db.session.commit()
@@ -539,3 +557,118 @@ def confirm(token: str) -> Certification | None:
         return None
     db.session.refresh(certification)
     return certification
+
+
+# -- join links, encrypted to their keys (O2) ---------------------------------------
+
+
+@dataclass
+class JoinMailReport:
+    """What send_join_links() did: fingerprints mailed over SMTP, .eml files
+    and armored messages written, keys with no address (their armored file is
+    all there is), and (fingerprint, reason) for each that did not go out."""
+
+    sent: list[str] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+    armored: list[Path] = field(default_factory=list)
+    no_address: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+
+def join_letter(event: Event, key: Key, link: str, base_url: str) -> str:
+    """The text of a join mail: the link, and why only the key's holder reads it."""
+    event_name = _one_line(event.name)
+    when = f" on {event.date.isoformat()}" if event.date else ""
+    rejoin = f"{base_url.rstrip('/')}/e/{event.id}/rejoin"
+    return f"""\
+Hello,
+
+This message comes from keyparty, the key-signing tool of the event
+"{event_name}"{when}. The host registered your key
+
+    {group_fingerprint(key.fingerprint)}
+
+and sends you your personal join link, encrypted to this key: only the
+holder of its secret key can read it.
+
+Open it on the phone you will use at the event and press "Join on this
+phone" (it works once):
+
+    {link}
+
+Opening it shows that you hold the key (O2). Keep it to yourself: whoever
+opens it acts for this key at the event. Lost it, or a new phone? Open
+{rejoin} and prove again that you hold the key.
+
+イベント「{event_name}」の参加用リンクです。この鍵で暗号化されているため、
+秘密鍵を持つ本人だけが読めます。イベントで使うスマートフォンで開いてください。
+
+{SIGNATURE_SEPARATOR}
+keyparty, for {event_name}
+"""
+
+
+def send_join_links(
+    event: Event,
+    links: list[tuple[Key, str]],
+    base_url: str,
+    settings: SmtpSettings | None,
+    outbox: Path,
+    sender: str | None = None,
+) -> JoinMailReport:
+    """Send each (key, join token)'s link encrypted to that key (O2): one mail
+    per key to its email user IDs, over SMTP when configured, else as an
+    .eml file in `outbox`; and always one armored message file per key
+    (join-FINGERPRINT.asc) for keys without an address or a host who hands
+    files out. Raises DeliveryError when SMTP cannot be reached."""
+    report = JoinMailReport()
+    sender = (settings.sender if settings else None) or sender
+    sender = sender or current_app.config.get("SMTP_SENDER") or DEFAULT_SENDER
+    home = event_home(event)
+    ready: list[tuple[Key, list[str], EmailMessage]] = []
+    for key, token in links:
+        letter = join_letter(event, key, join_url(base_url, token), base_url)
+        addresses = []
+        for uid in key.user_ids:
+            try:
+                address = checked_address(uid.email or "")
+            except DeliveryError:
+                continue
+            if address not in addresses:
+                addresses.append(address)
+        inner = MIMEPart()
+        inner["MIME-Version"] = "1.0"
+        inner.set_content(letter)
+        try:
+            with home.locked():
+                armored = home.encrypt(letter.encode("utf-8"), key.fingerprint)
+                mail = home.encrypt(inner.as_bytes(policy=policy.SMTP), key.fingerprint)
+        except GnuPGError as problem:
+            report.refused.append((key.fingerprint, str(problem)))
+            continue
+        outbox.mkdir(parents=True, exist_ok=True)
+        path = outbox / f"join-{key.fingerprint}.asc"
+        path.write_bytes(armored)
+        report.armored.append(path)
+        if not addresses:
+            report.no_address.append(key.fingerprint)
+            continue
+        subject = f"Your join link for {_one_line(event.name, 120)}"
+        ready.append((key, addresses, pgp_mime(mail, sender, addresses, subject)))
+    if settings is None:
+        for key, _addresses, message in ready:
+            report.written.append(
+                write_mail(outbox / f"{event.id}-join-{key.fingerprint}.eml", message)
+            )
+        return report
+    if ready:
+        with _connect(settings) as smtp:
+            envelope_from = _envelope_address(settings.sender)
+            for key, addresses, message in ready:
+                try:
+                    smtp.send_message(message, from_addr=envelope_from, to_addrs=addresses)
+                except (smtplib.SMTPException, OSError) as problem:
+                    report.refused.append((key.fingerprint, _smtp_reason(problem, addresses[0])))
+                    continue
+                report.sent.append(key.fingerprint)
+    return report

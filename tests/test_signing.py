@@ -28,6 +28,7 @@ from tests.conftest import at
 from tests.conftest import attendee_named
 from tests.conftest import fingerprint_of
 from tests.conftest import key_bytes
+from tests.conftest import phone_of
 from tests.conftest import record
 from tests.conftest import short_tempdir
 
@@ -200,12 +201,10 @@ def test_online_sign_with_a_token_uploads_and_the_phone_shows_outcomes(
         verification.record(alice, alice, bob_uid, "identity", "photo-id", at(event, 0))
         events.take_step(event, "cool-off")
         events.take_step(event, "start-signing")
-        event_id, digest, alice_id = event.id, event.partylist_sha256, alice.id
+        event_id, digest = event.id, event.partylist_sha256
+        phone = phone_of(app, alice)
         db.session.remove()
 
-    phone = app.test_client()
-    with phone.session_transaction() as session:
-        session["attendee_id"] = alice_id
     page = phone.post("/me/signing-token", data={"csrf_token": _csrf(phone)}).text
     token = page.split("--token ")[1].split("<")[0].strip()
 

@@ -1,6 +1,8 @@
 from flask_wtf import FlaskForm
 from flask_wtf.file import MultipleFileField
+from wtforms import BooleanField
 from wtforms import DateField
+from wtforms import HiddenField
 from wtforms import IntegerField
 from wtforms import PasswordField
 from wtforms import StringField
@@ -19,6 +21,16 @@ class ImportForm(FlaskForm):
         "Keyring files (armored or binary) and CSV sign-up sheets",
         validators=[DataRequired(message="Choose at least one file to import.")],
     )
+    hand_out = BooleanField(
+        "Show plain join links to hand out face to face (instead of sending them "
+        "encrypted to each key)"
+    )
+
+
+class ConfirmForm(FlaskForm):
+    """A step the host confirms on a page of its own (freeze with unproven entries)."""
+
+    confirm = HiddenField()
 
 
 class StepForm(FlaskForm):

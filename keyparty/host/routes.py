@@ -24,12 +24,14 @@ from markupsafe import Markup
 from keyparty import delivery
 from keyparty import events
 from keyparty import exports
+from keyparty import proof
 from keyparty import publishing
 from keyparty import registration
 from keyparty import report
 from keyparty import verification
 from keyparty.badges import badges_for
 from keyparty.extensions import db
+from keyparty.host.forms import ConfirmForm
 from keyparty.host.forms import CreateEventForm
 from keyparty.host.forms import ImportForm
 from keyparty.host.forms import LoginForm
@@ -118,14 +120,24 @@ def event(event_id: str):
         sha256_groups=group_digest(event.partylist_sha256) if event.partylist_sha256 else [],
         sha512_groups=group_digest(event.partylist_sha512) if event.partylist_sha512 else [],
         registration_url=f"{public_base_url(request.host_url)}/e/{event.id}/register",
+        # O2 and T4 by name: a status of each entry, not a count per attendee (P5).
+        unproven=proof.unproven(event),
+        unconfirmed=proof.unconfirmed(event) if event.frozen_at else [],
     )
 
 
 @blueprint.route("/e/<event_id>/step/<step>", methods=["POST"])
 def take_step(event_id: str, step: str):
     event = _event_or_404(event_id)
-    if not StepForm().validate_on_submit():
+    form = ConfirmForm()
+    if not form.validate_on_submit():
         abort(400)
+    waiting = proof.unproven(event) if step == "freeze" and event.state == "registration" else []
+    if waiting and form.confirm.data != "yes":
+        # O2: the freeze names the entries nobody has proven, and asks.
+        return render_template(
+            "host/confirm_freeze.html", event=event, waiting=waiting, form=ConfirmForm()
+        )
     refusal = events.take_step(event, step)
     if refusal:
         flash(refusal.message, "error")
@@ -147,12 +159,46 @@ def import_keys(event_id: str):
         flash(str(problem), "error")
         return redirect(url_for("host.event", event_id=event.id))
     result = registration.register_keys(event, inputs, events.event_home(event), signups=signups)
+    base_url = public_base_url(request.host_url)
+    sent = None
+    links = registration.join_links(result)
+    if links and not form.hand_out.data:
+        # O2: each join link leaves encrypted to its key.
+        try:
+            sent = delivery.send_join_links(
+                event,
+                links,
+                base_url,
+                delivery.smtp_settings(current_app.config),
+                events.event_files(event) / "outbox",
+            )
+        except delivery.DeliveryError as problem:
+            flash(f"{problem} The keys are registered: relink them or import again.", "error")
     return render_template(
         "host/imported.html",
         event=event,
         result=result,
-        base_url=public_base_url(request.host_url),
+        base_url=base_url,
+        hand_out=form.hand_out.data,
+        sent=sent,
+        outbox=events.event_files(event) / "outbox",
     )
+
+
+@blueprint.route("/e/<event_id>/remove/<fingerprint>", methods=["POST"])
+def remove_key(event_id: str, fingerprint: str):
+    """Host clean-up before the freeze (same as `keyparty remove`)."""
+    event = _event_or_404(event_id)
+    if not StepForm().validate_on_submit():
+        abort(400)
+    try:
+        removed, name, attendee_gone = events.remove_key(event, fingerprint)
+    except (LookupError, ValueError) as problem:
+        flash(str(problem).strip("'\""), "error")
+    else:
+        also = " (their only key: the attendee is removed too)" if attendee_gone else ""
+        flash(f"Removed {removed} of {name}{also}.", "ok")
+    return redirect(url_for("host.event", event_id=event.id))
 
 
 @blueprint.route("/e/<event_id>/partylist.txt")
