@@ -75,8 +75,10 @@ def record(page, uid_index, context, basis):
 
 
 def scan_with_camera(page, artifacts, name):
-    page.goto("/scan")
-    assert page.locator("#scanner").count() == 1, "127.0.0.1 is a secure context"
+    response = page.goto("/scan")
+    # Read from the response: the fake camera may find the code and leave the
+    # page before a locator would look.
+    assert 'id="scanner"' in response.text(), "127.0.0.1 is a secure context"
     page.screenshot(path=artifacts / f"phone-{name}-scan.png")
     page.wait_for_url(re.compile(r"/e/[^/]+/k/[0-9A-F]{40}$"), timeout=15_000)
 
