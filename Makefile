@@ -10,7 +10,8 @@ STAMP   := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 
-.PHONY: setup system system-run system-test run test lint format bench fixtures clean
+.PHONY: setup system system-run system-test run test lint format bench fixtures clean \
+	translations translations-extract translations-update translations-compile
 
 setup: system-run $(STAMP)
 
@@ -38,11 +39,13 @@ system-run:
 
 # What `make test` needs on top: chromium, fonts-noto-cjk (with their
 # dependencies about 130 packages, 200 MB to download, 620 MB installed;
-# about half a minute).
+# about half a minute), and PostgreSQL's server for the second run
+# (tests/pg.sh starts a throw-away cluster; the system's own is not used).
 system-test: system-run
 	@missing=""; \
 	[ -x $(CHROMIUM) ] || missing="$$missing chromium"; \
 	[ -e $(CJK_FONT) ] || missing="$$missing fonts-noto-cjk"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	$(call apt_install,keyparty's browser tests)
 
 $(STAMP): pyproject.toml
@@ -63,8 +66,16 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The whole suite on each database: SQLite, then PostgreSQL (a throw-away
+# cluster, tests/pg.sh). KEYPARTY_TEST_DATABASES=sqlite for a quick loop.
 test: system-test setup lint
-	$(BIN)/pytest
+	@for database in $$(echo "$${KEYPARTY_TEST_DATABASES:-sqlite,postgresql}" | tr ',' ' '); do \
+	  case "$$database" in \
+	    sqlite) echo "== the tests on SQLite"; $(BIN)/pytest || exit 1;; \
+	    postgresql) echo "== the tests on PostgreSQL"; tests/pg.sh $(BIN)/pytest || exit 1;; \
+	    *) echo "KEYPARTY_TEST_DATABASES: no database '$$database' (sqlite, postgresql)"; exit 1;; \
+	  esac; \
+	done
 
 bench: setup
 	$(BIN)/python bench/import.py
@@ -72,6 +83,36 @@ bench: setup
 	$(BIN)/python bench/sign.py
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/export.py
+
+# Translations (gettext, Babel): `make translations` extracts every marked sentence
+# (babel.cfg; keywords below: the gettext calls, the N_ marker and the sentence argument
+# of the refusal constructors) into $(POT), merges it into each
+# keyparty/translations/<lang>/LC_MESSAGES/messages.po (new sentences come in
+# untranslated: a translator fills them in) and compiles the .mo files, which are
+# committed so that keyparty runs without Babel's command line.
+# tests/test_translations.py runs the same extraction and lists what is missing.
+# Sentences a branch still wrote into the old keyparty/translations/ja.json move over with
+# `$(BIN)/python scripts/json_to_po.py` before `make translations`.
+PYBABEL        ?= $(BIN)/pybabel
+POT            ?= build/messages.pot
+TRANSLATIONS   := keyparty/translations
+BABEL_KEYWORDS := -k N_ -k lazy_gettext -k Refusal:2 -k KeyRefusal:2 -k Rejected:4 \
+                  -k _refuse:2 -k _malformed:2
+
+translations: setup
+	$(MAKE) --no-print-directory translations-update translations-compile
+
+translations-extract:
+	@mkdir -p $(dir $(POT))
+	$(PYBABEL) -q extract -F babel.cfg $(BABEL_KEYWORDS) --no-location --sort-output \
+	  --no-wrap --project=keyparty -o $(POT) .
+
+translations-update: translations-extract
+	$(PYBABEL) -q update -i $(POT) -d $(TRANSLATIONS) --no-wrap --ignore-obsolete \
+	  --no-fuzzy-matching
+
+translations-compile:
+	$(PYBABEL) -q compile -d $(TRANSLATIONS) --statistics
 
 fixtures: setup
 	$(BIN)/python gnupg-home-fixtures/make_fixtures.py

@@ -16,6 +16,7 @@ from keyparty import delivery
 from keyparty import events
 from keyparty import exports
 from keyparty import intake
+from keyparty import migrations
 from keyparty import proof
 from keyparty import publishing
 from keyparty import registration
@@ -25,11 +26,11 @@ from keyparty.badges import badges_for
 from keyparty.config import DEFAULT_PORT
 from keyparty.gpg import GnuPGHome
 from keyparty.gpg import default_gnupg_home
+from keyparty.migrations import SchemaMismatch
 from keyparty.network import lan_addresses
 from keyparty.network import public_base_url
 from keyparty.partylist import group_digest
 from keyparty.rules import STEPS
-from keyparty.storage import SchemaMismatch
 
 
 def _event(event_id: str):
@@ -340,11 +341,33 @@ def rebuild_home_command(event_id: str) -> None:
     click.echo(f"Rebuilt the GnuPG home of {event_id} with {count} keys.")
 
 
+def _schema_line() -> str:
+    """What starting this app did to the database's schema, in one line."""
+    done = current_app.extensions.get("keyparty.schema")
+    return done or f"The database is at schema revision {migrations.head()}: nothing to upgrade."
+
+
 @click.command("init")
 @with_appcontext
 def init_command() -> None:
     """Create the instance folder (database, secret key) if needed."""
     click.echo(f"Instance folder: {current_app.instance_path}")
+    click.echo(_schema_line())
+
+
+@click.group("db", help="The database's schema.")
+def db_group() -> None:
+    pass
+
+
+@db_group.command("upgrade")
+@with_appcontext
+def db_upgrade_command() -> None:
+    """Bring the database to this keyparty's schema (create, adopt or upgrade it).
+
+    keyparty also does this whenever it starts; this command says what it did.
+    """
+    click.echo(_schema_line())
 
 
 @click.command("serve")
@@ -363,6 +386,7 @@ def serve_command(host: str, port: int, threads: int, tls_cert, tls_key) -> None
     if bool(tls_cert) != bool(tls_key):
         raise click.ClickException("HTTPS needs both --tls-cert FILE and --tls-key FILE.")
     scheme = "https" if tls_cert else "http"
+    click.echo(_schema_line())
     click.echo(f"Host pages (on this laptop only): {scheme}://localhost:{port}/host/")
     for address in lan_addresses() if host in ("0.0.0.0", "::") else [host]:
         click.echo(f"Phones on the local network:      {scheme}://{address}:{port}/")
@@ -600,6 +624,7 @@ commands = [
     relink_command,
     remove_command,
     init_command,
+    db_group,
     serve_command,
 ]
 

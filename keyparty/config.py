@@ -27,11 +27,15 @@ def load_secret_key(instance: Path) -> str:
     return path.read_text().strip()
 
 
+def database_url(instance: Path) -> str:
+    """KEYPARTY_DATABASE_URL, or the SQLite file in the instance folder."""
+    return os.environ.get("KEYPARTY_DATABASE_URL") or f"sqlite:///{instance / 'keyparty.sqlite3'}"
+
+
 def settings_from_env(instance: Path) -> dict:
     env = os.environ
-    database_url = env.get("KEYPARTY_DATABASE_URL") or f"sqlite:///{instance / 'keyparty.sqlite3'}"
     return {
-        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_DATABASE_URI": database_url(instance),
         "SECRET_KEY": env.get("KEYPARTY_SECRET_KEY") or load_secret_key(instance),
         # Host pages answer only loopback requests unless this is set.
         "HOST_PASSWORD": env.get("KEYPARTY_HOST_PASSWORD") or None,

@@ -84,9 +84,15 @@ def get_event(event_id: str) -> Event:
 
 
 def event_home(event: Event) -> GnuPGHome:
-    """The event's GnuPG home: a working copy of the keys stored in the database."""
+    """The event's GnuPG home: a working copy of the keys stored in the database,
+    rebuilt from it when missing (a copied instance folder, another machine)."""
     path = Path(current_app.instance_path) / "gnupg" / event.id
-    return GnuPGHome(path, binary=current_app.config["GPG_BINARY"])
+    home = GnuPGHome(path, binary=current_app.config["GPG_BINARY"])
+    if not (path / "pubring.kbx").exists() and db.session.scalar(
+        select(func.count()).select_from(Key).where(Key.event_id == event.id)
+    ):
+        rebuild_home(event, home)
+    return home
 
 
 def event_files(event: Event) -> Path:
@@ -159,9 +165,9 @@ def counts(event: Event) -> dict[str, int]:
     }
 
 
-def rebuild_home(event: Event) -> int:
+def rebuild_home(event: Event, home: GnuPGHome | None = None) -> int:
     """Make the event's GnuPG home again from the database; returns the key count."""
-    home = event_home(event)
+    home = home or event_home(event)
     with home.staged() as stage:
         for name in ("pubring.kbx", "trustdb.gpg"):
             (stage.path / name).unlink(missing_ok=True)

@@ -1,49 +1,108 @@
-"""English and Japanese for the pages people see at the event.
+"""English and Japanese for the pages, mails and messages people see.
 
-A small catalog instead of gettext machine files: the English sentence is
-the key, translations live in translations/<lang>.json, and a test checks
-that every sentence the pages and the rules can show has a translation.
-The language comes from the session (the switch on the page) or else the
-browser's Accept-Language.
+The catalogues are GNU gettext files: the English sentence is the msgid,
+keyparty/translations/<lang>/LC_MESSAGES/messages.po holds the translation a
+translator edits, and messages.mo beside it is what runs (both committed, so
+an installed keyparty needs neither Babel's command line nor the network).
+`make translations` extracts every marked sentence (babel.cfg), updates the
+.po files and compiles them; tests/test_translations.py fails on any
+sentence without a translation.
+
+Sentences are str.format templates: `gettext("Hello {name}", name=...)`
+translates first, then fills in the {placeholders}, so a translation may
+move them. Flask-Babel picks the language per request: the session's choice
+(the switch on the page), else the browser's Accept-Language, else English.
+Outside a request (command line, files) the language is English unless a
+caller asks for another with `in_language`.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 
+from babel.support import NullTranslations
+from babel.support import Translations
 from flask import Flask
 from flask import has_request_context
 from flask import request
 from flask import session
+from flask_babel import Babel
+from flask_babel import get_locale
+from flask_babel import get_translations
+from flask_babel import refresh
 from markupsafe import Markup
 
 from keyparty.rules import Refusal
 
 LANGUAGES = {"en": "English", "ja": "日本語"}
-CATALOGS = Path(__file__).resolve().parent / "translations"
+TRANSLATIONS = Path(__file__).resolve().parent / "translations"
+DOMAIN = "messages"
 
-
-@cache
-def catalog(lang: str) -> dict[str, str]:
-    path = CATALOGS / f"{lang}.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+# A language asked for by code that runs outside a request (a mail in its
+# recipient's language, the command line), or that overrides the request's.
+_forced: ContextVar[str | None] = ContextVar("keyparty_language", default=None)
 
 
 def current_language() -> str:
+    """The language code ("en" or "ja") sentences are shown in now."""
+    forced = _forced.get()
+    if forced in LANGUAGES:
+        return forced
     if not has_request_context():
-        return "en"  # command-line output and files are English
+        return "en"  # command-line output and files are English unless asked otherwise
     chosen = session.get("lang")
     if chosen in LANGUAGES:
         return chosen
     return request.accept_languages.best_match(list(LANGUAGES)) or "en"
 
 
+@cache
+def catalogue(language: str) -> NullTranslations:
+    """The compiled catalogue (messages.mo) of `language`; English is the msgids themselves."""
+    if language == "en":
+        return NullTranslations()
+    return Translations.load(str(TRANSLATIONS), [language], DOMAIN)
+
+
+def _translations() -> NullTranslations:
+    # In a request Flask-Babel holds the catalogue of the language it selected
+    # (current_language); a language forced by in_language, or code outside a
+    # request, reads the same files directly.
+    if _forced.get() is None and has_request_context():
+        # Flask-Babel keeps its choice on `g`, which outlives one request when an
+        # app context is held around several (tests, the CLI) and misses a switch
+        # made during the request: choose again when the language changed.
+        if str(get_locale()) != current_language():
+            refresh()
+        return get_translations()
+    return catalogue(current_language())
+
+
 def gettext(text: str, **params) -> str:
-    """Translate `text`, then fill in its {placeholders}."""
-    translated = catalog(current_language()).get(text, text) if text else text
+    """Translate `text` into the current language, then fill in its {placeholders}.
+
+    An empty text stays empty (gettext("") would be the catalogue's header).
+    """
+    translated = _translations().gettext(text) if text else text
     return translated.format(**params) if params else translated
+
+
+@contextmanager
+def in_language(language: str | None) -> Iterator[None]:
+    """Show sentences in `language` (a code of LANGUAGES) inside the block.
+
+    For mails in their recipient's language and command-line output; an
+    unknown or empty code leaves the current language as it is.
+    """
+    token = _forced.set(language if language in LANGUAGES else _forced.get())
+    try:
+        yield
+    finally:
+        _forced.reset(token)
 
 
 class LazyText:
@@ -61,10 +120,12 @@ class LazyText:
 
 
 def lazy_gettext(text: str) -> LazyText:
+    """`text`, translated each time it is shown (see LazyText)."""
     return LazyText(text)
 
 
 def refusal_message(refusal: Refusal) -> str:
+    """A rules.Refusal's sentence in the current language."""
     # Values such as a state or context name are catalog words too.
     params = {k: gettext(v) if isinstance(v, str) else v for k, v in refusal.params.items()}
     return gettext(refusal.text, **params)
@@ -89,6 +150,14 @@ def sentence(said) -> str:
 
 
 def init_app(app: Flask) -> None:
+    """Flask-Babel with keyparty's language choice; `_` and filters for the templates."""
+    Babel(
+        app,
+        locale_selector=current_language,
+        default_translation_directories=str(TRANSLATIONS),
+        # The templates call keyparty's own `_` ({placeholder} sentences, not %-format).
+        configure_jinja=False,
+    )
     app.jinja_env.globals.update(_=gettext, current_language=current_language, LANGUAGES=LANGUAGES)
     app.jinja_env.filters["refusal"] = refusal_message
     app.jinja_env.filters["sentence"] = sentence

@@ -154,14 +154,17 @@ def check_key_validity(
             "expired",
             "This key expired on {expires}. Extend it "
             "(`gpg --quick-set-expire FINGERPRINT 2y`) and register it again.",
-            {"expires": f"{expires:%Y-%m-%d}"},
+            {"expires": expires.strftime("%Y-%m-%d")},
         )
     if expires is not None and event_date is not None and expires.date() <= event_date:
         return KeyRefusal(
             "expires-before-event",
             "This key expires on {expires}, before the event on {event_date}. "
             "Extend it (`gpg --quick-set-expire FINGERPRINT 2y`) and register it again.",
-            {"expires": f"{expires:%Y-%m-%d}", "event_date": f"{event_date:%Y-%m-%d}"},
+            {
+                "expires": expires.strftime("%Y-%m-%d"),
+                "event_date": event_date.strftime("%Y-%m-%d"),
+            },
         )
     if usable_user_ids == 0:
         return KeyRefusal(

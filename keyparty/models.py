@@ -11,8 +11,11 @@ from datetime import date
 from datetime import datetime
 
 from sqlalchemy import JSON
+from sqlalchemy import Column
 from sqlalchemy import ForeignKey
+from sqlalchemy import Integer
 from sqlalchemy import String
+from sqlalchemy import Table
 from sqlalchemy import Text
 from sqlalchemy import UniqueConstraint
 from sqlalchemy.orm import Mapped
@@ -21,6 +24,11 @@ from sqlalchemy.orm import relationship
 
 from keyparty.extensions import db
 from keyparty.rules import Refusal
+
+# Releases before the Alembic migrations read the version here and refuse any
+# but their own (1); keyparty.migrations keeps it at 2 so they still refuse a
+# database that a later keyparty upgraded.
+schema_marker = Table("keyparty_schema", db.metadata, Column("version", Integer, nullable=False))
 
 
 def utcnow() -> datetime:

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 
+from keyparty.translatable import N_
+
 __all__ = [
     "KeyBlock",
     "KeyComponent",
@@ -51,71 +53,72 @@ __all__ = [
 
 # --- Refusals -------------------------------------------------------------------------
 
-# Every refusal names the fix. FINGERPRINT is left as a placeholder: we do not know it.
-_EXPORT = "`gpg --armor --export FINGERPRINT`"
+# Every refusal names the fix (`gpg --armor --export FINGERPRINT`; FINGERPRINT is left as a
+# placeholder: we do not know it). Each sentence is written out whole, marked with N_, so
+# that Babel extracts it for translation.
 
-_SECRET_KEY_MESSAGE = (
+_SECRET_KEY_MESSAGE = N_(
     "You sent a SECRET key, not a public key. It was not stored or logged. Never send your "
-    f"secret key to anyone: export your public key with {_EXPORT} and send that instead. If "
+    "secret key to anyone: export your public key with `gpg --armor --export FINGERPRINT` and send that instead. If "
     "you sent this secret key over a network or through a service you do not trust, consider "
     "the key compromised: revoke it and make a new one."
 )
 
-_COMPRESSED_MESSAGE = (
+_COMPRESSED_MESSAGE = N_(
     "This key data contains a compressed packet. A public key never needs compression, and "
     "compressed data is refused before GnuPG unpacks it, because nested compression can make "
     "GnuPG use gigabytes of memory. Export the key without compression: "
-    f"{_EXPORT} (add `--compress-algo none` if your setup compresses exports)."
+    "`gpg --armor --export FINGERPRINT` (add `--compress-algo none` if your setup compresses exports)."
 )
 
 
 # What each problem says. The sentences are kept whole (not built from pieces) so that
 # the web pages can translate them; see KeyMaterialRefused.text.
 _REFUSALS = {
-    "empty": (
-        f"Nothing was received: the input is empty. Export your public key with {_EXPORT} "
+    "empty": N_(
+        "Nothing was received: the input is empty. Export your public key with `gpg --armor --export FINGERPRINT` "
         "and send the whole output."
     ),
-    "not-openpgp": (
-        f"This is not an OpenPGP key. Export your public key with {_EXPORT} and send "
+    "not-openpgp": N_(
+        "This is not an OpenPGP key. Export your public key with `gpg --armor --export FINGERPRINT` and send "
         "the whole output, from -----BEGIN PGP PUBLIC KEY BLOCK----- to "
         "-----END PGP PUBLIC KEY BLOCK-----."
     ),
-    "corrupt-armor": (
+    "corrupt-armor": N_(
         "The armored key is damaged or cut off. Copy the whole block again, including the "
         "-----BEGIN PGP PUBLIC KEY BLOCK----- and -----END PGP PUBLIC KEY BLOCK----- lines, "
-        f"or export it again with {_EXPORT}."
+        "or export it again with `gpg --armor --export FINGERPRINT`."
     ),
-    "truncated": (
-        f"The key data is cut off. Copy the whole key again, or export it again with {_EXPORT}."
+    "truncated": N_(
+        "The key data is cut off. Copy the whole key again, or export it again with `gpg --armor --export FINGERPRINT`."
     ),
     "secret-key": _SECRET_KEY_MESSAGE,
     "compressed": _COMPRESSED_MESSAGE,
-    "no-key": (
-        f"No public key found in this input. Export your public key with {_EXPORT} and "
+    "no-key": N_(
+        "No public key found in this input. Export your public key with `gpg --armor --export FINGERPRINT` and "
         "send the whole output."
     ),
 }
 
 # The same sentences with a detail phrase, for the problems that name one.
 _REFUSALS_WITH_DETAIL = {
-    "not-openpgp": (
-        f"This is not an OpenPGP key ({{detail}}). Export your public key with "
-        f"{_EXPORT} and send the whole output, from -----BEGIN PGP PUBLIC KEY BLOCK----- to "
+    "not-openpgp": N_(
+        "This is not an OpenPGP key ({detail}). Export your public key with "
+        "`gpg --armor --export FINGERPRINT` and send the whole output, from -----BEGIN PGP PUBLIC KEY BLOCK----- to "
         "-----END PGP PUBLIC KEY BLOCK-----."
     ),
-    "corrupt-armor": (
+    "corrupt-armor": N_(
         "The armored key is damaged or cut off ({detail}). Copy the whole block "
         "again, including the -----BEGIN PGP PUBLIC KEY BLOCK----- and "
-        f"-----END PGP PUBLIC KEY BLOCK----- lines, or export it again with {_EXPORT}."
+        "-----END PGP PUBLIC KEY BLOCK----- lines, or export it again with `gpg --armor --export FINGERPRINT`."
     ),
-    "truncated": (
+    "truncated": N_(
         "The key data is cut off ({detail}). Copy the whole key again, or export it "
-        f"again with {_EXPORT}."
+        "again with `gpg --armor --export FINGERPRINT`."
     ),
-    "no-key": (
+    "no-key": N_(
         "No public key found in this input ({detail}). Export your public key with "
-        f"{_EXPORT} and send the whole output."
+        "`gpg --armor --export FINGERPRINT` and send the whole output."
     ),
 }
 
@@ -466,18 +469,18 @@ _DATA_TAGS = frozenset({8, 9, 11, 18, 20})
 
 # For the "no-key" message: what a stream that starts with this packet probably is.
 _NOT_A_KEY = {
-    1: "it looks like an encrypted message",
-    2: "it looks like a signature or revocation certificate",
-    3: "it looks like an encrypted message",
-    4: "it looks like a signed message",
-    9: "it looks like an encrypted message",
-    11: "it looks like a message",
-    13: "it starts with a user ID instead of a public key",
-    14: "it starts with a subkey instead of a primary key",
-    18: "it looks like an encrypted message",
-    20: "it looks like an encrypted message",
+    1: N_("it looks like an encrypted message"),
+    2: N_("it looks like a signature or revocation certificate"),
+    3: N_("it looks like an encrypted message"),
+    4: N_("it looks like a signed message"),
+    9: N_("it looks like an encrypted message"),
+    11: N_("it looks like a message"),
+    13: N_("it starts with a user ID instead of a public key"),
+    14: N_("it starts with a subkey instead of a primary key"),
+    18: N_("it looks like an encrypted message"),
+    20: N_("it looks like an encrypted message"),
 }
-_NOT_A_KEY_OTHERWISE = "it does not start with a public key"
+_NOT_A_KEY_OTHERWISE = N_("it does not start with a public key")
 
 
 def _packets(buf: bytes) -> Iterator[tuple[int, int, int, int]]:

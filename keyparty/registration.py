@@ -28,6 +28,7 @@ from keyparty.models import Event
 from keyparty.models import Key
 from keyparty.models import UserID
 from keyparty.rules import check_key_change
+from keyparty.translatable import N_
 
 
 @dataclass(frozen=True)
@@ -266,11 +267,11 @@ def _import_and_check(
 
 # Why gpg would not import a key (its IMPORT_PROBLEM reason code), said to the sender.
 _UNUSABLE = {
-    "1": "it uses an invalid or unknown critical feature",
-    "2": "its self-signatures are not valid",
-    "3": "its certificate is damaged",
+    "1": N_("it uses an invalid or unknown critical feature"),
+    "2": N_("its self-signatures are not valid"),
+    "3": N_("its certificate is damaged"),
 }
-_UNUSABLE_OTHERWISE = "its self-signatures are missing or invalid, or it was made in the future"
+_UNUSABLE_OTHERWISE = N_("its self-signatures are missing or invalid, or it was made in the future")
 
 
 def _unusable(candidate: _Candidate, reason: str | None) -> Rejected:

@@ -15,16 +15,26 @@ from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
 
+from keyparty.translatable import N_
+
 # The event lifecycle, in order; each step is the host's action.
-STATES = ("draft", "registration", "frozen", "verifying", "cooling-off", "signing", "closed")
+STATES = (
+    N_("draft"),
+    N_("registration"),
+    N_("frozen"),
+    N_("verifying"),
+    N_("cooling-off"),
+    N_("signing"),
+    N_("closed"),
+)
 
 STEPS = {
-    "open": ("draft", "registration", "Open registration"),
-    "freeze": ("registration", "frozen", "Freeze the party list"),
-    "start-verifying": ("frozen", "verifying", "Start verifying"),
-    "cool-off": ("verifying", "cooling-off", "Start cooling-off"),
-    "start-signing": ("cooling-off", "signing", "Start signing"),
-    "close": ("signing", "closed", "Close the event"),
+    "open": ("draft", "registration", N_("Open registration")),
+    "freeze": ("registration", "frozen", N_("Freeze the party list")),
+    "start-verifying": ("frozen", "verifying", N_("Start verifying")),
+    "cool-off": ("verifying", "cooling-off", N_("Start cooling-off")),
+    "start-signing": ("cooling-off", "signing", N_("Start signing")),
+    "close": ("signing", "closed", N_("Close the event")),
 }
 
 
@@ -56,17 +66,24 @@ def next_step(state: str) -> str | None:
 def check_step(state: str, step: str) -> Refusal | None:
     """May the host take `step` now? If not, say what to do first."""
     if step not in STEPS:
-        return Refusal("lifecycle", f"There is no step called {step!r}; steps: {', '.join(STEPS)}.")
+        return Refusal(
+            "lifecycle",
+            "There is no step called {step}; steps: {steps}.",
+            {"step": repr(step), "steps": ", ".join(STEPS)},
+        )
     before, after, _ = STEPS[step]
     if state == before:
         return None
     if STATES.index(state) >= STATES.index(after):
-        return Refusal("lifecycle", f"The event is already {state}; that step is done.")
+        return Refusal(
+            "lifecycle", "The event is already {state}; that step is done.", {"state": state}
+        )
     first = next_step(state)
     return Refusal(
         "lifecycle",
-        f"The event is {state}; it must be {before} for this step. "
-        f"First: {STEPS[first][2].lower()} (`keyparty step EVENT {first}`).",
+        "The event is {state}; it must be {before} for this step. "
+        "First: {first} (`keyparty step EVENT {step}`).",
+        {"state": state, "before": before, "first": STEPS[first][2], "step": first},
     )
 
 
@@ -92,8 +109,9 @@ def check_freeze(key_count: int) -> Refusal | None:
     if key_count < 2:
         return Refusal(
             "lifecycle",
-            f"The list has {key_count} key(s); a key-signing party needs at least two. "
+            "The list has {count} key(s); a key-signing party needs at least two. "
             "Register keys first (web form or `keyparty import EVENT FILE`).",
+            {"count": key_count},
         )
     return None
 
@@ -107,12 +125,12 @@ def check_freeze(key_count: int) -> Refusal | None:
 # ---------------------------------------------------------------------------
 
 # C1: the contexts an event offers unless the host sets its own list.
-DEFAULT_CONTEXTS: tuple[str, ...] = ("identity", "email", "pseudonym")
+DEFAULT_CONTEXTS: tuple[str, ...] = (N_("identity"), N_("email"), N_("pseudonym"))
 
 CONTEXT_LABELS: dict[str, str] = {
-    "identity": "The name belongs to the person I met, checked against an official photo ID.",
-    "email": "The key holder controls this email address.",
-    "pseudonym": "They are known under this name in a named community.",
+    "identity": N_("The name belongs to the person I met, checked against an official photo ID."),
+    "email": N_("The key holder controls this email address."),
+    "pseudonym": N_("They are known under this name in a named community."),
 }
 
 
@@ -135,33 +153,39 @@ class Basis:
 BASES: dict[str, Basis] = {
     b.id: b
     for b in (
-        Basis("photo-id", "I checked an official photo ID", 3, None, None),
-        Basis("known-personally", "I have known them personally for years", 2, None, None),
+        Basis("photo-id", N_("I checked an official photo ID"), 3, None, None),
+        Basis("known-personally", N_("I have known them personally for years"), 2, None, None),
         Basis(
             "vouched",
-            "Someone I trust vouched for them",
+            N_("Someone I trust vouched for them"),
             None,
             "T2",
-            "A certification must rest on what you checked yourself, not on someone "
-            "else's word: signing because someone you trust vouched for them is "
-            "transitive trust. Check their photo ID yourself, or skip this key.",
+            N_(
+                "A certification must rest on what you checked yourself, not on someone "
+                "else's word: signing because someone you trust vouched for them is "
+                "transitive trust. Check their photo ID yourself, or skip this key."
+            ),
         ),
         Basis(
             "everyone-signs",
-            "Everyone else is signing them",
+            N_("Everyone else is signing them"),
             None,
             "P3",
-            "What other people do is not evidence about this person: signing because "
-            "everyone else is signing is peer pressure. Sign only if you checked their "
-            "ID yourself or have known them for years; it is fine to skip this key.",
+            N_(
+                "What other people do is not evidence about this person: signing because "
+                "everyone else is signing is peer pressure. Sign only if you checked their "
+                "ID yourself or have known them for years; it is fine to skip this key."
+            ),
         ),
         Basis(
             "seemed-nice",
-            "They seemed nice",
+            N_("They seemed nice"),
             None,
             "P3",
-            "Being nice is not an identity check: a certification says you checked who "
-            "this person is. Check an official photo ID, or skip this key.",
+            N_(
+                "Being nice is not an identity check: a certification says you checked who "
+                "this person is. Check an official photo ID, or skip this key."
+            ),
         ),
     )
 }
@@ -219,16 +243,24 @@ def _state_index(state: str) -> int:
 # T2 sentences, whole so that each can be translated: (no session, someone else's session).
 _OWN_SESSION_TEXTS = {
     "record": (
-        "Join the event with your own link first: a verification is recorded only "
-        "from the signer's own session.",
-        "A verification is recorded only from the signer's own session: nobody can "
-        "record one for someone else. Ask them to scan the code on their own phone.",
+        N_(
+            "Join the event with your own link first: a verification is recorded only "
+            "from the signer's own session."
+        ),
+        N_(
+            "A verification is recorded only from the signer's own session: nobody can "
+            "record one for someone else. Ask them to scan the code on their own phone."
+        ),
     ),
     "withdraw": (
-        "Join the event with your own link first: a verification is withdrawn only "
-        "from the signer's own session.",
-        "A verification is withdrawn only from the signer's own session: nobody can "
-        "withdraw someone else's verification.",
+        N_(
+            "Join the event with your own link first: a verification is withdrawn only "
+            "from the signer's own session."
+        ),
+        N_(
+            "A verification is withdrawn only from the signer's own session: nobody can "
+            "withdraw someone else's verification."
+        ),
     ),
 }
 
@@ -418,12 +450,17 @@ def check_entry_confirmation(event_state: str) -> Refusal | None:
 
 
 _PACE_SETTING_TEXTS = {
-    "min_gap_seconds": "The shortest gap between two verifications must be a whole number of "
-    "seconds above zero (it is {value}).",
-    "window_seconds": "The pace window must be a whole number of seconds above zero "
-    "(it is {value}).",
-    "max_in_window": "The most verifications in the pace window must be a whole number above "
-    "zero (it is {value}).",
+    "min_gap_seconds": N_(
+        "The shortest gap between two verifications must be a whole number of "
+        "seconds above zero (it is {value})."
+    ),
+    "window_seconds": N_(
+        "The pace window must be a whole number of seconds above zero (it is {value})."
+    ),
+    "max_in_window": N_(
+        "The most verifications in the pace window must be a whole number above "
+        "zero (it is {value})."
+    ),
 }
 
 
@@ -552,7 +589,7 @@ def check_certification(c: CertificationFacts) -> Refusal | None:
         return Refusal(
             "D1",
             "This certification runs until {expires}, longer than this event's cap of {cap} days.",
-            {"expires": f"{c.expires:%Y-%m-%d}", "cap": c.expiry_cap_days},
+            {"expires": c.expires.strftime("%Y-%m-%d"), "cap": c.expiry_cap_days},
         )
     if not (c.window_start <= c.created <= c.window_end):
         return Refusal(
@@ -560,9 +597,9 @@ def check_certification(c: CertificationFacts) -> Refusal | None:
             "This certification was made on {created}, outside the signing "
             "window ({start} to {end}): a verification goes stale.",
             {
-                "created": f"{c.created:%Y-%m-%d}",
-                "start": f"{c.window_start:%Y-%m-%d}",
-                "end": f"{c.window_end:%Y-%m-%d}",
+                "created": c.created.strftime("%Y-%m-%d"),
+                "start": c.window_start.strftime("%Y-%m-%d"),
+                "end": c.window_end.strftime("%Y-%m-%d"),
             },
         )
     return None

@@ -15,55 +15,24 @@ from flask import Flask
 from flask import has_request_context
 from flask import request
 from sqlalchemy import event
-from sqlalchemy import inspect
 
+from keyparty import migrations
 from keyparty import models  # noqa: F401  (registers the tables for create_all)
 from keyparty.extensions import db
 
 READ_ONLY_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
-# Bump when the tables change; an instance made by another schema is refused
-# with a clear message instead of failing on a missing column later.
-SCHEMA_VERSION = 1
-
-
-class SchemaMismatch(RuntimeError):
-    pass
-
-
 def init_app(app: Flask) -> None:
+    """Tune the connection, then create, adopt or upgrade the schema
+    (keyparty.migrations); what was done is kept for `keyparty serve` and
+    `keyparty db upgrade` to say (app.extensions["keyparty.schema"])."""
     with app.app_context():
         engine = db.engine
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_connect)
             event.listen(engine, "begin", _sqlite_begin)
-        check_schema(engine)
-        db.create_all()
-
-
-def check_schema(engine) -> None:
-    tables = set(inspect(engine).get_table_names())
-    with engine.begin() as connection:
-        if "keyparty_schema" not in tables:
-            if tables & {"event", "attendee", "key"}:
-                raise SchemaMismatch(_mismatch("an earlier one"))
-            connection.exec_driver_sql("CREATE TABLE keyparty_schema (version INTEGER NOT NULL)")
-            connection.exec_driver_sql(
-                f"INSERT INTO keyparty_schema (version) VALUES ({SCHEMA_VERSION})"
-            )
-            return
-        found = connection.exec_driver_sql("SELECT version FROM keyparty_schema").scalar()
-    if found != SCHEMA_VERSION:
-        raise SchemaMismatch(_mismatch(f"version {found}"))
-
-
-def _mismatch(found: str) -> str:
-    return (
-        f"The database was made by {found} of keyparty's tables; this keyparty uses version "
-        f"{SCHEMA_VERSION}. Use the keyparty that made it, or start a new instance folder "
-        "(KEYPARTY_INSTANCE)."
-    )
+        app.extensions["keyparty.schema"] = migrations.bring_up_to_date(engine)
 
 
 def _sqlite_connect(dbapi_connection, _record) -> None:

@@ -7,12 +7,16 @@ forgot its home would show up as a ~/.gnupg there (see test_no_user_gnupg).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import os
 import re
 import shutil
 import subprocess
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC
@@ -65,13 +69,47 @@ def empty_home(monkeypatch, tmp_path_factory):
     assert not (home / ".gnupg").exists(), "a gpg call ran without naming its home"
 
 
+# Set by tests/pg.sh (`make test` runs the suite once on SQLite, once on this).
+POSTGRES_URL = os.environ.get("KEYPARTY_TEST_POSTGRES_URL")
+
+
+def on_postgres() -> bool:
+    """True when this run's instances use PostgreSQL instead of SQLite files."""
+    return bool(POSTGRES_URL)
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A fresh, empty schema in the run's PostgreSQL database; yields a URL
+    whose connections see only it (search_path), and drops it afterwards."""
+    import sqlalchemy
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = sqlalchemy.create_engine(POSTGRES_URL, poolclass=sqlalchemy.pool.NullPool)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {name}")
+    try:
+        yield f"{POSTGRES_URL}&options=-csearch_path%3D{name}"
+    finally:
+        with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError), admin.begin() as connection:
+            # A server a test left behind may still hold a lock: don't wait for it.
+            connection.exec_driver_sql("SET lock_timeout = '5s'")
+            connection.exec_driver_sql(f"DROP SCHEMA {name} CASCADE")
+        admin.dispose()
+
+
 @pytest.fixture
 def instance(monkeypatch):
     path = short_tempdir()
     monkeypatch.setenv("KEYPARTY_INSTANCE", str(path))
     for name in ("KEYPARTY_DATABASE_URL", "KEYPARTY_HOST_PASSWORD", "KEYPARTY_PUBLIC_URL"):
         monkeypatch.delenv(name, raising=False)
-    yield path
+    with contextlib.ExitStack() as stack:
+        if on_postgres():
+            monkeypatch.setenv("KEYPARTY_DATABASE_URL", stack.enter_context(postgres_schema()))
+        yield path
+        # Close pooled connections of apps the test made, before the schema goes.
+        gc.collect()
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -87,6 +125,7 @@ def app(instance):
     with app.app_context():
         yield app
         db.session.remove()
+        db.engine.dispose()
 
 
 @pytest.fixture

@@ -2,10 +2,12 @@
 
 import hashlib
 import os
-import sqlite3
 import subprocess
 import sys
 
+import sqlalchemy
+
+from keyparty.config import database_url
 from keyparty.extensions import db
 from keyparty.models import Event
 from tests.conftest import FIXTURES
@@ -81,7 +83,7 @@ def test_import_reports_each_refusal_and_exits_non_zero(runner, event):
 def test_steps_out_of_order_are_refused(runner, event):
     result = runner.invoke(args=["step", event.id, "start-verifying"])
     assert result.exit_code != 0
-    assert "First: freeze the party list" in result.output
+    assert "First: Freeze the party list" in result.output
     db.session.refresh(event)
     assert event.state == "registration"
 
@@ -142,9 +144,10 @@ def test_relink_ends_the_old_link_and_session(app, runner, registered_event):
 
 
 def test_an_instance_from_other_tables_is_refused_plainly(instance):
-    (instance / "keyparty.sqlite3").unlink(missing_ok=True)
-    with sqlite3.connect(instance / "keyparty.sqlite3") as old:
-        old.execute("CREATE TABLE event (id TEXT PRIMARY KEY)")
+    engine = sqlalchemy.create_engine(database_url(instance))
+    with engine.begin() as old:
+        old.exec_driver_sql("CREATE TABLE event (id TEXT PRIMARY KEY)")
+    engine.dispose()
     result = keyparty(instance, "event", "list")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr

@@ -1,200 +1,67 @@
-"""Every sentence the phone pages can show has a Japanese translation.
+"""Every sentence keyparty can show has a Japanese translation.
 
-The English sentence is the key of keyparty/translations/ja.json (see
-keyparty/i18n.py). This test gathers the sentences from where they are
-written, rather than from a hand-kept list, so a new sentence without a
-translation, a translation that lost a {placeholder} and a translation that
-nothing uses any more all fail here:
-
-- templates: the string literal in each `_("...")` / `_('...')` call, in every
-  template except the host pages and the printed badges (English only);
-- Python code under keyparty/: the string literal first argument of each call
-  to `_`, `gettext` or `lazy_gettext`;
-- keyparty/rules.py: the state names (shown through `_(event.state)`), the
-  default context names and their labels, the basis labels and refusals, the
-  T2 own-session sentences, and every constant text of a `Refusal(...)` that
-  can reach an attendee, i.e. outside the host-only checks below;
-- the registration page: the labels of the attendee forms (shown through
-  `_(field.label.text)`), and every sentence a refused key can get: the
-  constant texts of `KeyRefusal(...)` in keyparty/keycheck.py and of
-  `Rejected(...)` in keyparty/registration.py with its "unusable" details, and
-  the KeyMaterialRefused sentences of keyparty/openpgp.py with the detail
-  phrases passed to `_refuse` and `_malformed` and its "no-key" details.
-
-A refusal text written as an f-string cannot be looked up in the catalog; it
-is skipped with a warning.
+The sentences are found by Babel's extraction, the very command
+`make translations` runs (babel.cfg and the Makefile's keywords): the `_()`
+calls of the templates, the gettext calls and N_ markers of the code, and
+the sentence argument of each refusal constructor. The translations are the
+gettext catalogue keyparty/translations/ja/LC_MESSAGES/messages.po; the
+compiled messages.mo beside it is what runs. A new sentence without a
+translation, a translation that lost a {placeholder}, a translation nothing
+uses any more and a .mo older than its .po all fail here, naming what to do.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import string
-import warnings
-from collections import defaultdict
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
-from keyparty import keycheck
+from babel.messages.mofile import read_mo
+from babel.messages.pofile import read_po
+
 from keyparty import openpgp
 from keyparty import registration
 from keyparty import rules
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "keyparty"
-TEMPLATES = ROOT / "templates"
-CATALOG = PACKAGE / "translations" / "ja.json"
-
-# Host pages and printouts are English only.
-ENGLISH_ONLY_TEMPLATE_DIRS = ("host",)
-ENGLISH_ONLY_TEMPLATES = ("badges.html",)
-
-# Refusals for the host, shown in English only. (check_key_change is not one:
-# its "frozen" refusals reach the registration page.)
-HOST_ONLY_CHECKS = frozenset({"check_step", "check_freeze", "check_pace_settings"})
-
-# The forms of the phone pages, whose labels the templates show as `_(field.label.text)`.
-ATTENDEE_FORMS = PACKAGE / "attendee" / "forms.py"
-
-# `_(` then a Jinja string literal in either quote style (not `foo_(`, not `x._(`).
-TEMPLATE_CALL = re.compile(r"""(?<![\w.])_\(\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""", re.S)
-
-TRANSLATION_FUNCTIONS = frozenset({"_", "gettext", "lazy_gettext"})
-
-
-def jinja_string(literal: str) -> str:
-    """The value of a quoted Jinja string literal, unescaped the way Jinja's lexer does it."""
-    body = literal[1:-1]
-    return body.encode("ascii", "backslashreplace").decode("unicode-escape")
-
-
-def shown_templates() -> list[Path]:
-    found = []
-    for path in sorted(TEMPLATES.rglob("*.html")):
-        relative = path.relative_to(TEMPLATES)
-        if relative.parts[0] in ENGLISH_ONLY_TEMPLATE_DIRS:
-            continue
-        if relative.as_posix() in ENGLISH_ONLY_TEMPLATES:
-            continue
-        found.append(path)
-    return found
-
-
-def template_strings():
-    for path in shown_templates():
-        source = path.read_text(encoding="utf-8")
-        for match in TEMPLATE_CALL.finditer(source):
-            line = source.count("\n", 0, match.start()) + 1
-            where = f"{path.relative_to(ROOT).as_posix()}:{line}"
-            yield where, jinja_string(match.group(1))
-
-
-def _callee_name(call: ast.Call) -> str | None:
-    if isinstance(call.func, ast.Name):
-        return call.func.id
-    if isinstance(call.func, ast.Attribute):
-        return call.func.attr
-    return None
-
-
-def _is_text(node: ast.AST | None) -> bool:
-    return isinstance(node, ast.Constant) and isinstance(node.value, str)
-
-
-def python_strings():
-    for path in sorted(PACKAGE.rglob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Call) or not node.args:
-                continue
-            if _callee_name(node) in TRANSLATION_FUNCTIONS and _is_text(node.args[0]):
-                yield f"{path.relative_to(ROOT).as_posix()}:{node.lineno}", node.args[0].value
-
-
-def _text_argument(call: ast.Call, position: int, keyword: str) -> ast.AST | None:
-    if len(call.args) > position:
-        return call.args[position]
-    return next((k.value for k in call.keywords if k.arg == keyword), None)
-
-
-def call_texts(path: Path, callee: str, position: int, keyword: str, skip=frozenset()):
-    """Constant texts given to `callee(...)` calls in `path` (the argument at `position`,
-    or named `keyword`), outside the top-level functions named in `skip`."""
-    relative = path.relative_to(ROOT).as_posix()
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    for top in tree.body:
-        if isinstance(top, ast.FunctionDef | ast.AsyncFunctionDef) and top.name in skip:
-            continue
-        for node in ast.walk(top):
-            if not isinstance(node, ast.Call) or _callee_name(node) != callee:
-                continue
-            text = _text_argument(node, position, keyword)
-            where = f"{relative}:{node.lineno}"
-            if _is_text(text):
-                yield where, text.value
-            elif isinstance(text, ast.JoinedStr):
-                warnings.warn(f"{where}: an f-string refusal cannot be translated", stacklevel=1)
-            # Other texts (names, attributes) come from the tables gathered elsewhere.
-
-
-def refusal_strings():
-    """Constant texts of Refusal(...) calls in rules.py, outside the host-only checks."""
-    yield from call_texts(Path(rules.__file__), "Refusal", 1, "text", HOST_ONLY_CHECKS)
-
-
-def registration_strings():
-    """What the registration page can show: form labels and every refusal of a key."""
-    for name in ("StringField", "EmailField", "TextAreaField", "FileField"):
-        yield from call_texts(ATTENDEE_FORMS, name, 0, "label")
-    yield from call_texts(Path(keycheck.__file__), "KeyRefusal", 1, "text")
-    path = Path(openpgp.__file__)
-    for problem, text in openpgp._REFUSALS.items():
-        yield f"openpgp._REFUSALS[{problem!r}]", text
-    for problem, text in openpgp._REFUSALS_WITH_DETAIL.items():
-        yield f"openpgp._REFUSALS_WITH_DETAIL[{problem!r}]", text
-    yield from call_texts(path, "_refuse", 1, "detail")
-    yield from call_texts(path, "_malformed", 1, "what")
-    for tag, detail in openpgp._NOT_A_KEY.items():
-        yield f"openpgp._NOT_A_KEY[{tag}]", detail
-    yield "openpgp._NOT_A_KEY_OTHERWISE", openpgp._NOT_A_KEY_OTHERWISE
-    yield from call_texts(Path(registration.__file__), "Rejected", 3, "text")
-    for reason, detail in registration._UNUSABLE.items():
-        yield f"registration._UNUSABLE[{reason!r}]", detail
-    yield "registration._UNUSABLE_OTHERWISE", registration._UNUSABLE_OTHERWISE
-
-
-def rules_strings():
-    for state in rules.STATES:
-        yield "rules.STATES", state
-    for context in rules.DEFAULT_CONTEXTS:
-        yield "rules.DEFAULT_CONTEXTS", context
-    for context, label in rules.CONTEXT_LABELS.items():
-        yield f"rules.CONTEXT_LABELS[{context!r}]", label
-    for basis in rules.BASES.values():
-        yield f"rules.BASES[{basis.id!r}].label", basis.label
-        if basis.refusal:
-            yield f"rules.BASES[{basis.id!r}].refusal", basis.refusal
-    for action, texts in rules._OWN_SESSION_TEXTS.items():
-        for text in texts:
-            yield f"rules._OWN_SESSION_TEXTS[{action!r}]", text
-    yield from refusal_strings()
+TRANSLATIONS = ROOT / "keyparty" / "translations"
+JA_PO = TRANSLATIONS / "ja" / "LC_MESSAGES" / "messages.po"
+JA_MO = JA_PO.with_suffix(".mo")
+PYBABEL = Path(sys.executable).parent / "pybabel"
 
 
 @cache
-def shown_sentences() -> dict[str, tuple[str, ...]]:
-    """Each English sentence the phone pages can show, with where it comes from."""
-    found: dict[str, set[str]] = defaultdict(set)
-    for source in (template_strings(), python_strings(), rules_strings(), registration_strings()):
-        for where, text in source:
-            if text:
-                found[text].add(where)
-    return {text: tuple(sorted(places)) for text, places in found.items()}
+def extraction() -> tuple[frozenset[str], str]:
+    """The msgids `make translations-extract` finds, and what it printed on stderr."""
+    pot = ROOT / "build" / "test-messages.pot"
+    result = subprocess.run(
+        ["make", "-s", "translations-extract", f"PYBABEL={PYBABEL}", f"POT={pot}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    with pot.open("rb") as stream:
+        found = frozenset(m.id for m in read_po(stream) if m.id)
+    pot.unlink()
+    return found, result.stderr
+
+
+def extracted() -> frozenset[str]:
+    return extraction()[0]
 
 
 @cache
 def japanese() -> dict[str, str]:
-    return json.loads(CATALOG.read_text(encoding="utf-8"))
+    """msgid -> msgstr of ja.po; fuzzy entries count as untranslated."""
+    with JA_PO.open("rb") as stream:
+        catalog = read_po(stream)
+    return {m.id: ("" if m.fuzzy else m.string) for m in catalog if m.id}
 
 
 def placeholders(text: str) -> set[str]:
@@ -213,50 +80,67 @@ class _AnyValue:
         return "x"
 
 
-def _listing(texts, sentences) -> str:
-    return "\n".join(f"  {text!r}  ({', '.join(sentences.get(text, ()))})" for text in texts)
+def test_extraction_finds_the_sentences_of_pages_code_and_rule_tables():
+    """A guard on the extraction: the tables the pages translate at run time are all
+    marked (N_), the refusal constructors and the templates are read."""
+    found = extracted()
+    tables = {
+        "rules.STATES": list(rules.STATES),
+        "rules.DEFAULT_CONTEXTS": list(rules.DEFAULT_CONTEXTS),
+        "rules.CONTEXT_LABELS": list(rules.CONTEXT_LABELS.values()),
+        "rules.STEPS": [label for _, _, label in rules.STEPS.values()],
+        "rules.BASES": [b.label for b in rules.BASES.values()]
+        + [b.refusal for b in rules.BASES.values() if b.refusal],
+        "rules._OWN_SESSION_TEXTS": [t for ts in rules._OWN_SESSION_TEXTS.values() for t in ts],
+        "rules._PACE_SETTING_TEXTS": list(rules._PACE_SETTING_TEXTS.values()),
+        "openpgp._REFUSALS": list(openpgp._REFUSALS.values()),
+        "openpgp._REFUSALS_WITH_DETAIL": list(openpgp._REFUSALS_WITH_DETAIL.values()),
+        "openpgp._NOT_A_KEY": [*openpgp._NOT_A_KEY.values(), openpgp._NOT_A_KEY_OTHERWISE],
+        "registration._UNUSABLE": [
+            *registration._UNUSABLE.values(),
+            registration._UNUSABLE_OTHERWISE,
+        ],
+    }
+    unmarked = [
+        f"  {where}: {text!r}"
+        for where, texts in tables.items()
+        for text in texts
+        if text not in found
+    ]
+    assert not unmarked, "sentences not marked for extraction (wrap them in N_):\n" + "\n".join(
+        unmarked
+    )
+    # Templates, gettext calls and refusal constructors of each kind.
+    assert "Scan a badge" in found  # a template, templates/me.html
+    assert "This is not an email address." in found  # lazy_gettext in attendee/forms.py
+    assert "Your name" in found  # a form label, N_ in attendee/forms.py
+    assert any(t.startswith("This key expired on {expires}") for t in found)  # KeyRefusal
+    assert any("the signature at byte {start}" in t for t in found)  # _malformed
 
 
-def test_sentences_are_found_in_templates_code_and_rules():
-    """A guard on the collectors: if one finds nothing, the others prove little."""
-    assert {path.name for path in shown_templates()} >= {"key.html", "me.html", "scan.html"}
-    assert not any(p.relative_to(TEMPLATES).parts[0] == "host" for p in shown_templates())
-    assert any(True for _ in template_strings())
-    assert any(True for _ in python_strings())
-    assert any(True for _ in refusal_strings())
-    found = {where.split(":")[0].split("[")[0] for where, _ in registration_strings()}
-    assert found >= {
-        "keyparty/attendee/forms.py",
-        "keyparty/keycheck.py",
-        "keyparty/openpgp.py",
-        "openpgp._REFUSALS",
-        "openpgp._REFUSALS_WITH_DETAIL",
-        "openpgp._NOT_A_KEY",
-        "keyparty/registration.py",
-        "registration._UNUSABLE",
-    }, found
-    for name in HOST_ONLY_CHECKS:
-        assert callable(getattr(rules, name)), f"rules.{name} is gone: update HOST_ONLY_CHECKS"
+def test_no_sentence_is_an_untranslatable_f_string():
+    """Babel skips an f-string with values in it: such a sentence could never be translated."""
+    skipped = [line for line in extraction()[1].splitlines() if "f-string" in line]
+    assert not skipped, (
+        "write these as '{placeholder}' sentences with the values as params:\n" + "\n".join(skipped)
+    )
 
 
-def test_template_calls_in_both_quote_styles_are_found():
-    source = """{{ _("a \\"b\\"") }} {{ _('it\\'s') }} {{ x._("no") }} {{ url_for("no") }}"""
-    found = [jinja_string(m.group(1)) for m in TEMPLATE_CALL.finditer(source)]
-    assert found == ['a "b"', "it's"]
-
-
-def test_every_shown_sentence_has_a_japanese_translation():
-    sentences = shown_sentences()
+def test_every_sentence_has_a_japanese_translation():
     catalog = japanese()
-    missing = sorted(t for t in sentences if not str(catalog.get(t, "")).strip())
-    assert not missing, f"{len(missing)} sentence(s) without Japanese:\n" + _listing(
-        missing, sentences
+    missing = sorted(t for t in extracted() if not catalog.get(t, "").strip())
+    assert not missing, (
+        f"{len(missing)} sentence(s) without Japanese; run `make translations`, then translate "
+        f"them in {JA_PO.relative_to(ROOT)} and run `make translations` again:\n"
+        + "\n".join(f"  {text!r}" for text in missing)
     )
 
 
 def test_translations_keep_the_same_placeholders():
     wrong = []
     for english, translated in sorted(japanese().items()):
+        if not translated:
+            continue
         try:
             same = placeholders(english) == placeholders(translated)
             translated.format(**dict.fromkeys(placeholders(translated), _AnyValue()))
@@ -271,19 +155,52 @@ def test_translations_keep_the_same_placeholders():
     assert not wrong, "translations with different {placeholders}:\n" + "\n".join(wrong)
 
 
-def test_the_catalog_has_no_stale_sentences():
-    sentences = shown_sentences()
-    stale = sorted(set(japanese()) - set(sentences))
+def test_the_catalogue_has_no_stale_sentences():
+    stale = sorted(set(japanese()) - extracted())
     assert not stale, (
-        f"{len(stale)} translation(s) that no page, code or rule shows any more; "
-        "remove them from ja.json:\n" + "\n".join(f"  {text!r}" for text in stale)
+        f"{len(stale)} translation(s) that nothing shows any more; `make translations` "
+        "removes them:\n" + "\n".join(f"  {text!r}" for text in stale)
     )
 
 
-def test_the_catalog_file_is_sorted_utf8_json():
-    catalog = japanese()
-    assert all(isinstance(v, str) for v in catalog.values())
-    expected = json.dumps(catalog, ensure_ascii=False, sort_keys=True, indent=2) + "\n"
-    assert CATALOG.read_text(encoding="utf-8") == expected, (
-        "write ja.json with ensure_ascii=False, sort_keys=True, indent=2 and a final newline"
+def test_the_compiled_catalogue_matches_the_po_file():
+    with JA_MO.open("rb") as stream:
+        compiled = {m.id: m.string for m in read_mo(stream) if m.id}
+    expected = {k: v for k, v in japanese().items() if v}
+    assert compiled == expected, (
+        f"{JA_MO.relative_to(ROOT)} is older than its .po file: run `make translations-compile`"
     )
+
+
+def test_no_json_catalogue_is_left_behind():
+    left = sorted(p.name for p in TRANSLATIONS.glob("*.json"))
+    assert not left, (
+        f"{left}: the old JSON catalogue is read no more. Move its sentences with "
+        "`.venv/bin/python scripts/json_to_po.py`, then `make translations` and `git rm` it."
+    )
+
+
+def test_the_json_mover_adds_missing_sentences_and_keeps_translated_ones(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import json_to_po
+    finally:
+        sys.path.pop(0)
+    po = tmp_path / "ja" / "LC_MESSAGES" / "messages.po"
+    po.parent.mkdir(parents=True)
+    po.write_text(
+        'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=utf-8\\n"\n\n'
+        'msgid "Kept"\nmsgstr "そのまま"\n\nmsgid "Empty"\nmsgstr ""\n',
+        encoding="utf-8",
+    )
+    source = tmp_path / "ja.json"
+    source.write_text(
+        json.dumps({"Kept": "別の訳", "Empty": "空", "New {name}": "新しい{name}"}),
+        encoding="utf-8",
+    )
+    changed, differing = json_to_po.merge(source, po)
+    assert (changed, differing) == (2, ["Kept"])
+    with po.open("rb") as stream:
+        merged = {m.id: m.string for m in read_po(stream) if m.id}
+    assert merged == {"Kept": "そのまま", "Empty": "空", "New {name}": "新しい{name}"}
+    assert json_to_po.merge(source, po) == (0, ["Kept"])  # a second run changes nothing

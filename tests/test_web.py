@@ -141,7 +141,7 @@ def test_an_out_of_order_step_is_refused_with_what_to_do_first(client, registere
     response = client.post(
         f"/host/e/{registered_event.id}/step/start-signing", follow_redirects=True
     )
-    assert "First: freeze the party list" in response.text
+    assert "First: Freeze the party list" in response.text
     db.session.refresh(registered_event)
     assert registered_event.state == "registration"
 

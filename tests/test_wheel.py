@@ -24,6 +24,9 @@ SMOKE = textwrap.dedent(
     for path in ("/host/", "/host/e/wheel", "/e/wheel/register", "/static/keyparty.css"):
         response = client.get(path)
         assert response.status_code == 200, (path, response.status_code)
+    # The compiled Japanese catalogue ships in the wheel.
+    japanese = client.get("/e/wheel/register", headers={"Accept-Language": "ja"})
+    assert "お名前" in japanese.get_data(as_text=True)
     print("wheel ok")
     """
 )

@@ -11,6 +11,7 @@ from wtforms.validators import Length
 from wtforms.validators import Optional
 
 from keyparty.i18n import lazy_gettext
+from keyparty.translatable import N_
 
 REQUIRED = lazy_gettext("Please fill this in.")
 TOO_LONG = lazy_gettext("This is too long.")
@@ -18,10 +19,10 @@ TOO_LONG = lazy_gettext("This is too long.")
 
 class RegistrationForm(FlaskForm):
     name = StringField(
-        "Your name", validators=[DataRequired(REQUIRED), Length(max=200, message=TOO_LONG)]
+        N_("Your name"), validators=[DataRequired(REQUIRED), Length(max=200, message=TOO_LONG)]
     )
     email = EmailField(
-        "Email (optional)",
+        N_("Email (optional)"),
         validators=[
             Optional(),
             Email(
@@ -31,8 +32,8 @@ class RegistrationForm(FlaskForm):
             Length(max=320, message=TOO_LONG),
         ],
     )
-    key_text = TextAreaField("Your public key (armored)", validators=[Optional()])
-    key_file = FileField("…or upload your public key file", validators=[Optional()])
+    key_text = TextAreaField(N_("Your public key (armored)"), validators=[Optional()])
+    key_file = FileField(N_("…or upload your public key file"), validators=[Optional()])
 
     def key_data(self) -> bytes:
         upload = self.key_file.data
