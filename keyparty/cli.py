@@ -328,6 +328,14 @@ def status_command(event_id: str) -> None:
     click.echo(f"date: {event.date or 'not set'}")
     for name, value in events.counts(event).items():
         click.echo(f"{name}: {value}")
+    # By name, a status of each entry (no count per attendee, P5).
+    for label, attendees in (
+        ("not proven yet (O2)", proof.unproven(event)),
+        ("not confirmed yet (T4)", proof.unconfirmed(event) if event.frozen_at else []),
+    ):
+        if attendees:
+            names = ", ".join(_terminal(a.name) for a in attendees)
+            click.echo(f"{label}: {names}")
     if event.partylist_sha256:
         _print_digests(event)
 

@@ -305,6 +305,21 @@ def find_join(token: str, now: datetime | None = None) -> JoinTarget | None:
     return JoinTarget(challenge.key.attendee, challenge)
 
 
+def _spend(model, row_id: int, column: str, digest: str) -> bool:
+    """Clear a one-time token's hash if it is still there. One-time even when
+    pressed twice at once: only one update wins."""
+    done = db.session.execute(
+        update(model)
+        .where(model.id == row_id, getattr(model, column) == digest)
+        .values({column: None})
+        .execution_options(synchronize_session=False)
+    )
+    if done.rowcount != 1:
+        db.session.rollback()
+        return False
+    return True
+
+
 def redeem_join(token: str, now: datetime | None = None) -> Attendee | None:
     """Spend a join link (POST from its own page): the entry is proven, and
     the caller opens the session. None if it was spent meanwhile."""
@@ -313,15 +328,7 @@ def redeem_join(token: str, now: datetime | None = None) -> Attendee | None:
         return None
     digest = hash_token(token)
     if target.challenge is None:
-        # One-time even when pressed twice at once: only one update wins.
-        done = db.session.execute(
-            update(Attendee)
-            .where(Attendee.id == target.attendee.id, Attendee.join_token_sha256 == digest)
-            .values(join_token_sha256=None)
-            .execution_options(synchronize_session=False)
-        )
-        if done.rowcount != 1:
-            db.session.rollback()
+        if not _spend(Attendee, target.attendee.id, "join_token_sha256", digest):
             return None
         attendee = target.attendee
         db.session.refresh(attendee)
@@ -332,14 +339,7 @@ def redeem_join(token: str, now: datetime | None = None) -> Attendee | None:
         attendee.signing_token_sha256 = None
         db.session.commit()
         return attendee
-    done = db.session.execute(
-        update(Challenge)
-        .where(Challenge.id == target.challenge.id, Challenge.link_token_sha256 == digest)
-        .values(link_token_sha256=None)
-        .execution_options(synchronize_session=False)
-    )
-    if done.rowcount != 1:
-        db.session.rollback()
+    if not _spend(Challenge, target.challenge.id, "link_token_sha256", digest):
         return None
     db.session.refresh(target.challenge)
     attendee = prove(target.challenge, now)

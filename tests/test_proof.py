@@ -488,3 +488,39 @@ def test_challenges_are_stored_as_hashes_only(client, event, homes):
     assert code not in stored and link not in stored
     assert challenge.expires_at - challenge.created_at == timedelta(minutes=30)
     assert challenge.expires_at > datetime.now(UTC).replace(tzinfo=None)
+
+
+def test_a_key_that_cannot_encrypt_proves_by_signing(client, event):
+    """A sign-only key gets no encrypted challenge: the page offers the text to sign."""
+    import subprocess
+
+    from tests.conftest import short_tempdir
+
+    home = short_tempdir("kpo")
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback"]
+    gpg += ["--passphrase", ""]
+    uid = "Sign Only <signonly@example.org>"
+    subprocess.run([*gpg, "--quick-gen-key", uid, "ed25519", "sign", "never"], check=True)
+    public = subprocess.run([*gpg, "--armor", "--export"], check=True, capture_output=True)
+    try:
+        response = client.post(
+            f"/e/{event.id}/register",
+            data={"name": "Sig", "key_text": public.stdout.decode()},
+        )
+        assert response.status_code == 302
+        page = client.get(response.location).text
+        assert "BEGIN PGP MESSAGE" not in page and "Sign this text with your key" in page
+        assert client.get(response.location + "/challenge.asc").status_code == 404
+        text = client.get(response.location + "/challenge.txt").text
+        signed = subprocess.run(
+            [*gpg, "--clearsign"], input=text.encode(), check=True, capture_output=True
+        )
+        proven = answer(client, response.location, signed=signed.stdout.decode())
+        assert proven.status_code == 200 and "shown only this once" in proven.text
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
+
+
+def test_status_names_unproven_entries(runner, registered_event):
+    shown = runner.invoke(args=["status", registered_event.id])
+    assert "not proven yet (O2): Alice Example" in shown.output

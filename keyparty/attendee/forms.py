@@ -64,11 +64,11 @@ class ProofForm(FlaskForm):
     """O2: the answer to a challenge, one of the two."""
 
     code = StringField(
-        "The code from the decrypted message",
+        N_("The code from the decrypted message"),
         validators=[Optional(), Length(max=40, message=TOO_LONG)],
     )
     signed = TextAreaField(
-        "…or the signed text (or detached signature)",
+        N_("…or the signed text (or detached signature)"),
         validators=[Optional(), Length(max=64 * 1024, message=TOO_LONG)],
     )
 
@@ -77,7 +77,7 @@ class RejoinForm(FlaskForm):
     """O2: which key to prove possession of, on this phone."""
 
     fingerprint = StringField(
-        "Your key's fingerprint (or the text of your badge's code)",
+        N_("Your key's fingerprint (or the text of your badge's code)"),
         validators=[DataRequired(REQUIRED), Length(max=400, message=TOO_LONG)],
     )
 

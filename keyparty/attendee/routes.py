@@ -31,7 +31,6 @@ from keyparty import ratelimit
 from keyparty import registration
 from keyparty import report
 from keyparty import rules
-from keyparty import storage
 from keyparty import verification
 from keyparty.attendee.forms import ButtonForm
 from keyparty.attendee.forms import ConfirmEntryForm
@@ -214,7 +213,6 @@ def _prove_page(event: Event, challenge: Challenge, form: ProofForm, refusal=Non
 
 
 @blueprint.route("/e/<event_id>/prove/<public_id>", methods=["GET", "POST"])
-@storage.writes
 def prove(event_id: str, public_id: str):
     """O2: answer the challenge by the decrypted code or a signature."""
     event = _event_or_404(event_id)
@@ -283,7 +281,6 @@ def _fingerprint_from(text: str) -> str:
 
 
 @blueprint.route("/e/<event_id>/rejoin", methods=["GET", "POST"])
-@storage.writes
 def rejoin(event_id: str):
     """O2: back in on this phone (a lost phone, a new server address) by
     proving possession of the key again."""
@@ -311,7 +308,6 @@ def rejoin(event_id: str):
 
 
 @blueprint.route("/join/<token>", methods=["GET", "POST"])
-@storage.writes
 def join(token: str):
     """A join link is spent only by a POST from its own page: a GET or HEAD
     (link previews, mail scanners, an <img> elsewhere) shows the button and
