@@ -32,6 +32,7 @@ from tests.conftest import csrf_of
 from tests.conftest import decrypt_with
 from tests.conftest import fingerprint_of
 from tests.conftest import key_bytes
+from tests.conftest import on_postgres
 from tests.conftest import phone_of
 from tests.conftest import press_join
 from tests.conftest import prove_by_code
@@ -311,8 +312,9 @@ def test_cookies_of_a_purged_event_open_nothing_in_the_next(app, signing_event):
     new_event = events.create_event("Next Party", signing_event.date)
     register(new_event, "hanako", "zoe", "dalia")
     new_ids = {a.id for a in new_event.attendees}
-    # The database hands out the same ids again: the secret is what tells them apart.
-    assert new_ids & {attendee_id for attendee_id, _ in old.values()}
+    # SQLite hands out the same ids again: the secret is what tells them apart.
+    if not on_postgres():
+        assert new_ids & {attendee_id for attendee_id, _ in old.values()}
     for attendee in new_event.attendees:
         proof.open_session(attendee)
     for _, old_phone in old.values():
