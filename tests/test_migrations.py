@@ -51,7 +51,8 @@ def release_1_instance(instance: Path) -> None:
         connection.exec_driver_sql("DROP TABLE alembic_version")
         release = sa.create_engine(f"sqlite:///{RELEASE_1}")
         for name in TABLES:
-            table = db.metadata.tables[name]
+            # The baseline's own columns, not today's models' (they move on).
+            table = sa.Table(name, sa.MetaData(), autoload_with=connection)
             columns = [c["name"] for c in sa.inspect(release).get_columns(name)]
             with release.connect() as source:
                 rows = source.execute(sa.select(*[table.c[c] for c in columns])).mappings().all()
