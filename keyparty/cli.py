@@ -152,17 +152,19 @@ def import_command(event_id: str, files: tuple[str, ...], hand_out: bool) -> Non
         raise click.ClickException(str(problem)) from None
     result = registration.register_keys(event, inputs, events.event_home(event), signups=signups)
     base = _base_url()
-    links = registration.join_links(result)
+    links = proof.import_links(result)
+    linked = {key.fingerprint: token for key, token in links}
     for accepted in result.accepted:
         key = accepted.key
-        if accepted.updated:
-            click.echo(f"updated  {key.fingerprint}  {key.attendee.name}")
-            continue
-        click.echo(f"accepted {key.fingerprint}  {key.attendee.name}")
-        if hand_out and accepted.join_token:
-            link = proof.join_url(base, accepted.join_token)
-            click.echo(f"         join link (hand it to this person only): {link}")
-        elif not accepted.join_token:
+        name = _terminal(key.attendee.name)
+        click.echo(f"{'updated ' if accepted.updated else 'accepted'} {key.fingerprint}  {name}")
+        if key.fingerprint in linked:
+            if hand_out:
+                link = proof.join_url(base, linked[key.fingerprint])
+                click.echo(f"         join link (hand it to this person only): {link}")
+            elif accepted.updated:
+                click.echo("         not proven yet: a new join link goes to the key's holder")
+        elif not accepted.updated:
             click.echo("         another key of this attendee: their join link stays the same")
     failed = bool(result.rejected)
     if hand_out and links:

@@ -348,6 +348,21 @@ def redeem_join(token: str, now: datetime | None = None) -> Attendee | None:
     return attendee
 
 
+def import_links(result) -> list[tuple[Key, str]]:
+    """(key, join token) to send after a host import (registration.join_links),
+    plus a fresh link for each already registered key whose entry nobody has
+    proven yet: the host's copy reaches the key's holder encrypted, whoever
+    pasted the key first (the owner wins, O2)."""
+    from keyparty.registration import join_links
+
+    links = join_links(result)
+    for accepted in result.accepted:
+        attendee = accepted.key.attendee
+        if accepted.updated and attendee.proven_at is None:
+            links.append((accepted.key, new_join_link(attendee)))
+    return links
+
+
 def unproven(event) -> list[Attendee]:
     """Entries whose holder has not proven possession yet, by name (a status,
     not a count per attendee: P5)."""

@@ -526,3 +526,31 @@ def test_a_key_that_cannot_encrypt_proves_by_signing(client, event):
 def test_status_names_unproven_entries(runner, registered_event):
     shown = runner.invoke(args=["status", registered_event.id])
     assert "not proven yet (O2): Alice Example" in shown.output
+
+
+def test_the_host_page_import_sends_links_encrypted(client, event, homes):
+    import io
+
+    response = client.post(
+        f"/host/e/{event.id}/import",
+        data={"files": [(io.BytesIO(key_bytes("hanako")), "hanako.asc")]},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 200
+    assert "/join/" not in response.text and "sent encrypted to the key" in response.text
+    armored = events.event_files(event) / "outbox" / f"join-{fingerprint_of('hanako')}.asc"
+    assert "/join/" in decrypt_with(homes("hanako"), armored.read_bytes())
+
+
+def test_a_host_import_of_a_squatted_key_sends_its_holder_a_new_link(app, runner, event, homes):
+    mallory = app.test_client()
+    web_register(mallory, event, "Mallory", "alice")
+    result = runner.invoke(args=["import", event.id, str(FIXTURES / "attendees" / "alice.asc")])
+    assert result.exit_code == 0, result.output
+    assert "not proven yet: a new join link goes to the key's holder" in result.output
+    outbox = events.event_files(event) / "outbox"
+    letter = decrypt_with(homes("alice"), (outbox / f"join-{ALICE}.asc").read_bytes())
+    alice = app.test_client()
+    press_join(alice, re.search(r"/join/(\S+)", letter).group(1))
+    assert alice.get("/me").status_code == 200
+    assert mallory.get("/me").status_code == 401

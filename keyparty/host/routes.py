@@ -161,7 +161,7 @@ def import_keys(event_id: str):
     result = registration.register_keys(event, inputs, events.event_home(event), signups=signups)
     base_url = public_base_url(request.host_url)
     sent = None
-    links = registration.join_links(result)
+    links = proof.import_links(result)
     if links and not form.hand_out.data:
         # O2: each join link leaves encrypted to its key.
         try:
@@ -180,6 +180,7 @@ def import_keys(event_id: str):
         result=result,
         base_url=base_url,
         hand_out=form.hand_out.data,
+        linked={key.fingerprint: token for key, token in links},
         sent=sent,
         outbox=events.event_files(event) / "outbox",
     )
