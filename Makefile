@@ -83,6 +83,7 @@ bench: setup
 	$(BIN)/python bench/sign.py
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/export.py
+	$(BIN)/python bench/proof.py
 
 # Translations (gettext, Babel): `make translations` extracts every marked sentence
 # (babel.cfg; keywords below: the gettext calls, the N_ marker and the sentence argument
