@@ -214,6 +214,7 @@ def build_instance(instance: Path, n: int, c: int) -> dict:
         # Intake merges what it accepted into the event home: so here.
         with events.event_home(event).staged() as stage:
             stage.import_keys(b"".join(minimals), options=None)
+            stage.commit()
         stored = time.perf_counter()
         publishing.rebuild_published(event)
         published = time.perf_counter()

@@ -11,8 +11,9 @@ join token of each attendee comes from the registration, as `keyparty import`
 prints it.
 
 Then `keyparty serve --host 127.0.0.1 --port FREE` runs as a child process
-(waitress, keyparty's default 32 threads) and N phones, one thread each with
-its own keep-alive connection and cookie, do what a phone does:
+(gunicorn, keyparty's default 32 threads) and N phones, one thread each with
+its own loopback address (127.0.1.1, ...), keep-alive connection and cookie,
+do what a phone does:
 
 - join once: GET /join/<token> (its page and button), POST it, follow the
   redirect to /me (session cookie);
@@ -342,12 +343,20 @@ class PhoneError(Exception):
     pass
 
 
-class Phone:
-    """One phone: its own keep-alive connection and session cookie."""
+def phone_address(index: int) -> str:
+    """Phone `index`'s own loopback address (127.0.1.1, 127.0.1.2, ...): on the
+    party's Wi-Fi every phone has its own address, and `keyparty serve` caps
+    the connections of each address."""
+    return f"127.0.{1 + index // 250}.{1 + index % 250}"
 
-    def __init__(self, port: int, results: Results) -> None:
+
+class Phone:
+    """One phone: its own address, keep-alive connection and session cookie."""
+
+    def __init__(self, port: int, results: Results, source: str | None = None) -> None:
         self.port = port
         self.results = results
+        self.source = source
         self.cookies: dict[str, str] = {}
         self.connection: http.client.HTTPConnection | None = None
 
@@ -365,7 +374,12 @@ class Phone:
             body = urlencode(form).encode()
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         if self.connection is None:
-            self.connection = http.client.HTTPConnection(HOST, self.port, timeout=REQUEST_TIMEOUT)
+            self.connection = http.client.HTTPConnection(
+                HOST,
+                self.port,
+                timeout=REQUEST_TIMEOUT,
+                source_address=(self.source, 0) if self.source else None,
+            )
         at = time.monotonic()
         started = time.perf_counter()
         try:
@@ -411,7 +425,7 @@ def run_phone(
     token = party.attendees[index][1]
     others = party.to_scan(index)
     rng.shuffle(others)
-    phone = Phone(port, results)
+    phone = Phone(port, results, phone_address(index))
     problem = results.problem
 
     def sleep_until(moment: float) -> bool:
@@ -537,7 +551,7 @@ def main() -> int:
         "--server-threads",
         type=int,
         metavar="N",
-        help="waitress threads (`keyparty serve --threads N`); default: keyparty's own (32)",
+        help="server threads (`keyparty serve --threads N`); default: keyparty's own (32)",
     )
     parser.add_argument(
         "--samples", metavar="FILE", help="also write every request as CSV (kind,status,t,ms)"
@@ -677,7 +691,7 @@ def main() -> int:
         )
     print(
         f"phones {options.phones}, keys {options.phones}, server: keyparty serve "
-        f"(waitress, {options.server_threads or 'default 32'} threads) on {HOST}, SQLite WAL"
+        f"(gunicorn, {options.server_threads or 'default 32'} threads) on {HOST}, SQLite WAL"
     )
     print(
         f"\nrequests: {len(samples)} in {wall:.1f} s = {len(samples) / wall:.1f} req/s "

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import click
-import waitress
 from flask import current_app
 from flask import render_template
 from flask.cli import FlaskGroup
 from flask.cli import with_appcontext
 
+from keyparty import consistency
+from keyparty import create_app
 from keyparty import delivery
 from keyparty import events
 from keyparty import exports
@@ -21,9 +23,11 @@ from keyparty import proof
 from keyparty import publishing
 from keyparty import registration
 from keyparty import report
+from keyparty import serving
 from keyparty import signing
 from keyparty.badges import badges_for
 from keyparty.config import DEFAULT_PORT
+from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
 from keyparty.gpg import default_gnupg_home
 from keyparty.migrations import SchemaMismatch
@@ -31,6 +35,7 @@ from keyparty.network import lan_addresses
 from keyparty.network import public_base_url
 from keyparty.partylist import group_digest
 from keyparty.rules import STEPS
+from keyparty.storage import is_disk_full
 
 
 def _event(event_id: str):
@@ -342,19 +347,82 @@ def status_command(event_id: str) -> None:
         _print_digests(event)
 
 
+def _events_named(event_id: str | None) -> list:
+    return [_event(event_id)] if event_id else consistency.all_events()
+
+
 @click.command("rebuild-home")
-@click.argument("event_id", metavar="EVENT")
+@click.argument("event_id", metavar="[EVENT]", required=False)
 @with_appcontext
-def rebuild_home_command(event_id: str) -> None:
-    """Rebuild the event's GnuPG home from the database (the record)."""
-    count = events.rebuild_home(_event(event_id))
-    click.echo(f"Rebuilt the GnuPG home of {event_id} with {count} keys.")
+def rebuild_home_command(event_id: str | None) -> None:
+    """Rebuild both GnuPG homes of EVENT (or of every event) from the database.
+
+    The working home gets every key and every accepted certification, the
+    published home every key and the certifications their owners accepted.
+    Folders a crash left behind (.stage-*, .scratch-*) are removed.
+    """
+    removed = consistency.clear_leftovers(older_than_seconds=600)
+    if removed:
+        click.echo(f"Removed {removed} folders left by an interrupted change.")
+    for event in _events_named(event_id):
+        held = consistency.rebuild(event)
+        click.echo(
+            f"Rebuilt the GnuPG homes of {event.id}: {held['keys']} keys, "
+            f"{held['accepted certifications']} accepted certifications, "
+            f"{held['published certifications']} published."
+        )
+
+
+@click.command("check")
+@click.argument("event_id", metavar="[EVENT]", required=False)
+@with_appcontext
+def check_command(event_id: str | None) -> None:
+    """Compare the GnuPG homes of EVENT (or of every event) with the database.
+
+    Says every key, user ID and certification that differs; exits 1 when
+    anything does (`keyparty rebuild-home EVENT` repairs it).
+    """
+    differing = 0
+    for event in _events_named(event_id):
+        differences = consistency.check(event)
+        for difference in differences:
+            click.echo(f"{event.id}: {difference}")
+        if differences:
+            differing += 1
+        else:
+            click.echo(f"{event.id}: both GnuPG homes match the database.")
+    if differing:
+        click.echo(
+            f"{differing} event(s) differ from the database: `keyparty rebuild-home EVENT`.",
+            err=True,
+        )
+        sys.exit(1)
+
+
+def _check_and_repair_homes() -> None:
+    """At start: clear crash leftovers, rebuild every home that differs, say so."""
+    removed = consistency.clear_leftovers()
+    if removed:
+        click.echo(f"Removed {removed} folders left by an interrupted change.", err=True)
+    for event in consistency.all_events():
+        differences = consistency.check(event)
+        if differences:
+            click.echo(
+                f"{event.id}: the GnuPG homes differ from the database in "
+                f"{len(differences)} place(s) (first: {differences[0]}); rebuilding.",
+                err=True,
+            )
+            consistency.rebuild(event)
+            left = consistency.check(event)
+            if left:
+                raise click.ClickException(f"{event.id}: rebuilt, but still differs: {left[0]}")
+            click.echo(f"{event.id}: rebuilt; the homes now match the database.", err=True)
 
 
 def _schema_line() -> str:
     """What starting this app did to the database's schema, in one line."""
     done = current_app.extensions.get("keyparty.schema")
-    return done or f"The database is at schema revision {migrations.head()}: nothing to upgrade."
+    return done or f"The database is at schema revision {migrations.HEAD}: nothing to upgrade."
 
 
 @click.command("init")
@@ -383,40 +451,79 @@ def db_upgrade_command() -> None:
 @click.command("serve")
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
-@click.option("--threads", default=32, show_default=True, type=int)
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Processes."
+)
+@click.option(
+    "--threads",
+    default=serving.THREADS,
+    show_default=True,
+    type=click.IntRange(1, 512),
+    help="Threads per process.",
+)
+@click.option(
+    "--per-address",
+    default=serving.PER_ADDRESS,
+    show_default=True,
+    type=click.IntRange(1, 10000),
+    help="Most connections one client address holds open (per process).",
+)
+@click.option(
+    "--read-timeout",
+    default=serving.READ_TIMEOUT,
+    show_default=True,
+    type=click.FloatRange(0.5, 600),
+    help="Seconds a client may stay silent in the middle of a request.",
+)
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key")
 @with_appcontext
-def serve_command(host: str, port: int, threads: int, tls_cert, tls_key) -> None:
-    """Serve keyparty with waitress, sized for a room of phones.
+def serve_command(
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    per_address: int,
+    read_timeout: float,
+    tls_cert,
+    tls_key,
+) -> None:
+    """Serve keyparty with gunicorn (threaded workers), sized for a room of phones.
 
     With --tls-cert and --tls-key it serves HTTPS, which phones need before
-    they give the in-page scanner their camera.
+    they give the in-page scanner their camera. At start it checks every
+    event's GnuPG homes against the database and rebuilds what differs.
     """
     if bool(tls_cert) != bool(tls_key):
         raise click.ClickException("HTTPS needs both --tls-cert FILE and --tls-key FILE.")
+    _check_and_repair_homes()
     scheme = "https" if tls_cert else "http"
     click.echo(_schema_line())
     click.echo(f"Host pages (on this laptop only): {scheme}://localhost:{port}/host/")
     for address in lan_addresses() if host in ("0.0.0.0", "::") else [host]:
         click.echo(f"Phones on the local network:      {scheme}://{address}:{port}/")
-    app = current_app._get_current_object()
-    if tls_cert:
-        # waitress speaks no TLS; Werkzeug's threaded server does.
-        from werkzeug.serving import make_server
-
-        app.config["SESSION_COOKIE_SECURE"] = True
-        make_server(host, port, app, threaded=True, ssl_context=(tls_cert, tls_key)).serve_forever()
-        return
-    waitress.serve(
-        app,
-        host=host,
-        port=port,
+    click.echo(
+        f"gunicorn: {workers} process(es) x {threads} threads; at most {per_address} "
+        f"connections per client address; {read_timeout:g} s read timeout.",
+        err=True,
+    )
+    # Each worker process makes its own app (its own database connections):
+    # this process lets go of its transaction and connections first.
+    db.session.commit()
+    db.session.remove()
+    db.engine.dispose()
+    # Over HTTPS the session cookie is marked Secure: never sent in clear.
+    make_app = partial(create_app, {"SESSION_COOKIE_SECURE": True}) if tls_cert else create_app
+    serving.run(
+        make_app,
+        host,
+        port,
+        workers=workers,
         threads=threads,
-        # A few hundred phones keep connections open between taps.
-        connection_limit=1000,
-        channel_timeout=60,
-        ident="keyparty",
+        per_address=per_address,
+        read_timeout=read_timeout,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
 
 
@@ -626,6 +733,7 @@ commands = [
     badges_command,
     status_command,
     rebuild_home_command,
+    check_command,
     intake_command,
     export_command,
     report_command,
@@ -640,8 +748,6 @@ commands = [
 
 
 def main() -> None:
-    from keyparty import create_app
-
     cli = FlaskGroup(
         create_app=lambda: create_app(),
         add_default_commands=False,
@@ -655,3 +761,9 @@ def main() -> None:
         cli.main(prog_name="keyparty")
     except SchemaMismatch as problem:
         raise SystemExit(f"Error: {problem}") from None
+    except Exception as problem:
+        if is_disk_full(problem):
+            raise SystemExit(
+                f"Error: the disk is full (or read-only); nothing was stored. ({problem})"
+            ) from None
+        raise

@@ -18,12 +18,20 @@ def instance_path_from_env(default: str) -> str:
     return os.path.abspath(os.environ.get("KEYPARTY_INSTANCE") or default)
 
 
+def make_instance_folder(path: Path) -> None:
+    """The instance folder, readable by this user only (it holds the database,
+    the secret key and every attendee's data)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+
+
 def load_secret_key(instance: Path) -> str:
-    """Read the instance's session key, creating it on first start."""
+    """Read the instance's session key, creating it (mode 0600 from the start) on first start."""
+    from keyparty.storage import create_private_file
+
     path = instance / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
+    create_private_file(path, secrets.token_hex(32).encode())
     return path.read_text().strip()
 
 
@@ -41,6 +49,9 @@ def settings_from_env(instance: Path) -> dict:
         "HOST_PASSWORD": env.get("KEYPARTY_HOST_PASSWORD") or None,
         # Base URL printed into badge QR codes; the LAN address when unset.
         "PUBLIC_URL": env.get("KEYPARTY_PUBLIC_URL") or None,
+        # More names the server is reached by (comma-separated), besides
+        # localhost, the LAN addresses and PUBLIC_URL's; other Host headers get 400.
+        "TRUSTED_HOSTS_EXTRA": env.get("KEYPARTY_TRUSTED_HOSTS") or None,
         "GPG_BINARY": env.get("KEYPARTY_GPG") or "gpg",
         # C3 delivery; the SMTP password is read from KEYPARTY_SMTP_PASSWORD only.
         "SMTP_HOST": env.get("KEYPARTY_SMTP_HOST") or None,
@@ -48,7 +59,9 @@ def settings_from_env(instance: Path) -> dict:
         "SMTP_SECURITY": env.get("KEYPARTY_SMTP_SECURITY") or "starttls",
         "SMTP_USER": env.get("KEYPARTY_SMTP_USER") or None,
         "SMTP_SENDER": env.get("KEYPARTY_SMTP_SENDER") or None,
-        "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+        # The largest body of any route (the host's keyring import); each
+        # route has its own, smaller limit (keyparty.BODY_LIMITS).
+        "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
         # Registrations (keys) per client address per window: web sign-up
         # runs gpg, so one address cannot flood the event with keys.
         "REGISTRATION_LIMIT": int(env.get("KEYPARTY_REGISTRATION_LIMIT") or 10),

@@ -38,6 +38,8 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy import update
 
+from keyparty import homes
+from keyparty import publishing
 from keyparty.events import event_home
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGError
@@ -347,7 +349,10 @@ def pgp_mime(ciphertext: bytes, sender: str, to: list[str], subject: str) -> Ema
 def write_mail(path: Path, message: EmailMessage) -> Path:
     """One mail as an .eml file in the outbox, for `sendmail -t < FILE`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(message.as_bytes(policy=policy.default))
+    # Whole or not at all: a crash never leaves half a mail to send.
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(message.as_bytes(policy=policy.default))
+    os.replace(partial, path)
     return path
 
 
@@ -524,7 +529,7 @@ def _connect(settings: SmtpSettings) -> smtplib.SMTP:
 
 
 def confirm(token: str) -> Certification | None:
-    """The owner followed the link: accept the certification, once.
+    """The owner followed the link: accept the certification, once, and publish it.
 
     None for an unknown, already used or malformed token.
     """
@@ -552,10 +557,13 @@ def confirm(token: str) -> Certification | None:
         .values(owner_decision="accepted", decided_at=utcnow(), delivery_token_sha256=None)
         .execution_options(synchronize_session=False)
     )
-    db.session.commit()
     if done.rowcount != 1:
+        db.session.rollback()
         return None
+    generation = homes.bump(certification.key.event, Event.published_generation)
+    db.session.commit()
     db.session.refresh(certification)
+    publishing.follow_decision(certification, None, generation)
     return certification
 
 

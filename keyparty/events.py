@@ -20,6 +20,7 @@ from sqlalchemy import func
 from sqlalchemy import select
 
 from keyparty import exports
+from keyparty import homes
 from keyparty import openpgp
 from keyparty import report
 from keyparty.extensions import db
@@ -85,12 +86,12 @@ def get_event(event_id: str) -> Event:
 
 def event_home(event: Event) -> GnuPGHome:
     """The event's GnuPG home: a working copy of the keys stored in the database,
-    rebuilt from it when missing (a copied instance folder, another machine)."""
+    rebuilt from it when missing or built at another generation of the keys
+    (a copied instance folder, another server process or machine)."""
     path = Path(current_app.instance_path) / "gnupg" / event.id
     home = GnuPGHome(path, binary=current_app.config["GPG_BINARY"])
-    if not (path / "pubring.kbx").exists() and db.session.scalar(
-        select(func.count()).select_from(Key).where(Key.event_id == event.id)
-    ):
+    keys_generation, _ = homes.generations(event)
+    if homes.built_at(home) != f"k{keys_generation}":
         rebuild_home(event, home)
     return home
 
@@ -166,15 +167,34 @@ def counts(event: Event) -> dict[str, int]:
 
 
 def rebuild_home(event: Event, home: GnuPGHome | None = None) -> int:
-    """Make the event's GnuPG home again from the database; returns the key count."""
-    home = home or event_home(event)
+    """Make the event's working GnuPG home again from the database: every key
+    and every certification intake accepted. Returns the key count.
+
+    (`consistency.rebuild` rebuilds the published home too.)
+    """
+    home = home or GnuPGHome(
+        Path(current_app.instance_path) / "gnupg" / event.id,
+        binary=current_app.config["GPG_BINARY"],
+    )
+    accepted = db.session.scalars(
+        select(Certification).where(
+            Certification.event_id == event.id, Certification.status == "accepted"
+        )
+    ).all()
     with home.staged() as stage:
+        # The generation first: keys committed meanwhile make the home look
+        # older than it is (rebuilt once more), never newer.
+        keys_generation, _ = homes.generations(event)
         for name in ("pubring.kbx", "trustdb.gpg"):
             (stage.path / name).unlink(missing_ok=True)
-        data = b"".join(openpgp.dearmor(key.armored.encode()) for key in event.keys)
-        if data:
-            stage.import_keys(data, options=None)
-    return len(event.keys)
+        armored = db.session.scalars(select(Key.armored).where(Key.event_id == event.id)).all()
+        pieces = [openpgp.dearmor(text.encode()) for text in armored]
+        pieces += (openpgp.dearmor(c.armored.encode()) for c in accepted)
+        if pieces:
+            stage.import_keys(openpgp.group_by_key(pieces), options=None)
+        homes.mark_built(stage, f"k{keys_generation}")
+        stage.commit()
+    return len(armored)
 
 
 def configure(
@@ -280,6 +300,32 @@ def purge(event: Event) -> dict[str, int]:
     homes = Path(current_app.instance_path) / "gnupg"
     for home in (homes / event.id, homes / f"{event.id}.published"):
         shutil.rmtree(home, ignore_errors=True)
-    (event_files(event) / "partylist.txt").unlink(missing_ok=True)
     deleted["gnupg homes"] = 2
+    # Every generated file but the kept exports: the party list, the outbox
+    # of delivery mails (addresses, names), anything else written here.
+    files = event_files(event)
+    removed = 0
+    for path in sorted(files.iterdir()):
+        if path.name == "final":
+            continue
+        removed += sum(1 for p in path.rglob("*") if p.is_file()) if path.is_dir() else 1
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    deleted["generated files"] = removed
+    forget_deleted_rows()
     return deleted
+
+
+def forget_deleted_rows() -> None:
+    """Make deleted rows unreadable from the files: SQLite keeps old pages in
+    its write-ahead log and free pages until they are reused. Checkpoint the
+    log into the database and truncate it, rewrite the database (VACUUM), and
+    truncate the log again. PostgreSQL: VACUUM FULL is the host's job."""
+    engine = db.engine
+    if engine.dialect.name != "sqlite":
+        return
+    db.session.remove()
+    with engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        raw.execute("VACUUM")
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")

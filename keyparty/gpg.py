@@ -9,6 +9,7 @@ Callers speak in domain words: import keys, list keys, export keys.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import resource
@@ -48,7 +49,10 @@ STRANGER_KEYS = "self-sigs-only,import-clean"
 # Into a signer's own keyring: take only self-signatures of what comes in,
 # and leave everything already there as it is.
 INTO_OWN_KEYRING = "self-sigs-only"
-KEYRING_FILES = ("pubring.kbx", "trustdb.gpg")
+# keyparty.homes: the database generation a home was built from; a staged
+# copy carries it and replaces it together with the keyring.
+STAMP_FILE = "keyparty.generation"
+KEYRING_FILES = ("pubring.kbx", "trustdb.gpg", STAMP_FILE)
 MIN_VERSION = (2, 2, 36)
 AGENT_UNREACHABLE = "can't connect to the agent"
 # The agent's socket lives in the home: a path over ~100 characters breaks it.
@@ -374,6 +378,19 @@ def parse_signature_listing(text: str) -> list[CertificationRecord]:
     return records
 
 
+def _raise_if_disk_full(stderr: str) -> None:
+    """gpg that could not write its keyring says so on stderr and may exit 0 or
+    report the key as not imported: that is the disk, not the key."""
+    for words, code in (
+        ("No space left on device", errno.ENOSPC),
+        ("Disk quota exceeded", errno.EDQUOT),
+        ("Read-only file system", errno.EROFS),
+        ("File too large", errno.EFBIG),
+    ):
+        if words in stderr:
+            raise OSError(code, f"gpg: {words}")
+
+
 def default_gnupg_home() -> Path:
     """GnuPG's own default, for a signer's `keyparty sign` on their machine."""
     return Path(os.environ.get("GNUPGHOME") or Path.home() / ".gnupg")
@@ -455,6 +472,7 @@ class GnuPGHome:
             timer.cancel()
         if process.returncode == -9:
             raise GnuPGError(f"gpg took longer than {self.timeout:.0f} s and was stopped")
+        _raise_if_disk_full(result.stderr)
         return result
 
     @contextmanager
@@ -622,9 +640,12 @@ class GnuPGHome:
 
     @contextmanager
     def staged(self) -> Iterator[StagedHome]:
-        """A scratch copy of this home; it replaces this home only if the block succeeds.
+        """A scratch copy of this home, under this home's lock.
 
-        Nothing a stranger sent reaches the real home unless it was checked.
+        It replaces this home only when the block calls `stage.commit()`
+        (after the database commit: the database is the record); a block
+        that returns early, raises or never commits leaves this home as it
+        was. Nothing a stranger sent reaches the real home unless it was checked.
         """
         with self.locked():
             stage_dir = Path(tempfile.mkdtemp(prefix=".stage-", dir=self.path.parent))
@@ -632,11 +653,6 @@ class GnuPGHome:
                 stage = StagedHome(stage_dir, self)
                 stage.reset()
                 yield stage
-                for name in KEYRING_FILES:
-                    if (stage_dir / name).exists():
-                        os.replace(stage_dir / name, self.path / name)
-                    else:
-                        (self.path / name).unlink(missing_ok=True)
             finally:
                 shutil.rmtree(stage_dir, ignore_errors=True)
 
@@ -646,6 +662,7 @@ class StagedHome(GnuPGHome):
         super().__init__(path, origin.binary, origin.timeout, cached=False)
         self.options = origin.options
         self.origin = origin
+        self.committed = False
 
     def reset(self) -> None:
         """Start again from the origin's keyring."""
@@ -653,3 +670,12 @@ class StagedHome(GnuPGHome):
             (self.path / name).unlink(missing_ok=True)
             if (self.origin.path / name).exists():
                 shutil.copy2(self.origin.path / name, self.path / name)
+
+    def commit(self) -> None:
+        """Replace the origin's keyring files with this stage's (each by rename)."""
+        for name in KEYRING_FILES:
+            if (self.path / name).exists():
+                os.replace(self.path / name, self.origin.path / name)
+            else:
+                (self.origin.path / name).unlink(missing_ok=True)
+        self.committed = True

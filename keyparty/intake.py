@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
@@ -18,6 +19,8 @@ from datetime import time
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import selectinload
 
 from keyparty import openpgp
 from keyparty import rules
@@ -91,18 +94,41 @@ def take_in(
     candidates = _read_uploads(event, uploads, outcomes)
     if not candidates:
         return outcomes
-    keys = {key.fingerprint: key for key in event.keys}
+    keys = _keys_involved(event, candidates)
+    verified = _unwithdrawn_verifications(event, keys.values())
     home = event_home(event)
+    # gpg's check below takes a while: hold no transaction (SQLite snapshot,
+    # PostgreSQL locks) through it. What was read stays usable.
+    db.session.commit()
     checked = _check_signatures(home, candidates, keys)
-    verified = _unwithdrawn_verifications(event)
     outcomes_now = [_judge(event, c, keys, uploader, checked, verified) for c in candidates]
     outcomes += outcomes_now
     accepted = [c for c, o in zip(candidates, outcomes_now, strict=True) if o.status == "accepted"]
+    # Write now (a replay that came meanwhile shows here as a conflict and
+    # the request runs again), then merge into the home and commit.
+    db.session.flush()
     with home.staged() as stage:
         if accepted:
             stage.import_keys(openpgp.group_by_key([c.minimal for c in accepted]), options=None)
+        # Database first, home second (keyparty check repairs a crash between).
         db.session.commit()
+        stage.commit()
     return outcomes
+
+
+def _keys_involved(event: Event, candidates: list[_Candidate]) -> dict[str, Key]:
+    """The event's keys that the uploads name (targets and issuers), by
+    fingerprint, with their user IDs and attendees: not the whole event."""
+    wanted = {c.block.fingerprint for c in candidates} | {
+        c.signature.issuer_fingerprint for c in candidates
+    }
+    wanted.discard(None)
+    found = db.session.scalars(
+        select(Key)
+        .where(Key.event_id == event.id, Key.fingerprint.in_(wanted))
+        .options(selectinload(Key.user_ids), joinedload(Key.attendee))
+    ).unique()
+    return {key.fingerprint: key for key in found}
 
 
 def _signature_id(key: str | None, user_id: str, issuer: str | None, created) -> tuple:
@@ -160,11 +186,7 @@ def _check_signatures(home, candidates: list[_Candidate], keys: dict[str, Key]) 
 def _read_uploads(
     event: Event, uploads: list[tuple[str, bytes]], outcomes: list[Outcome]
 ) -> list[_Candidate]:
-    seen = set(
-        db.session.scalars(
-            select(Certification.signature_sha256).where(Certification.event_id == event.id)
-        )
-    )
+    seen: set[str] = set()
     candidates = []
     for source, data in uploads:
         try:
@@ -181,7 +203,7 @@ def _read_uploads(
                         continue
                     found += 1
                     digest = hashlib.sha256(signature.raw).hexdigest()
-                    if digest in seen:
+                    if digest in seen or _stored(event, digest):
                         outcomes.append(
                             Outcome(
                                 source,
@@ -200,6 +222,18 @@ def _read_uploads(
             )
             outcomes.append(Outcome(source, "refused", rule="input", refusal=refusal))
     return candidates
+
+
+def _stored(event: Event, digest: str) -> bool:
+    """This signature packet was uploaded before (accepted or refused)."""
+    return (
+        db.session.scalar(
+            select(Certification.id).where(
+                Certification.event_id == event.id, Certification.signature_sha256 == digest
+            )
+        )
+        is not None
+    )
 
 
 def _is_self_signature(block: openpgp.KeyBlock, signature: openpgp.Signature) -> bool:
@@ -303,11 +337,23 @@ def _notation(signature: openpgp.Signature, name: str) -> str | None:
     return value.decode("utf-8", "replace") if value is not None else None
 
 
-def _unwithdrawn_verifications(event: Event) -> dict[tuple[int, int, str], Verification]:
-    """Every verification a certification could rest on (T2), by (signer, user ID, context)."""
+def _unwithdrawn_verifications(
+    event: Event, keys: Iterable[Key]
+) -> dict[tuple[int, int, str], Verification]:
+    """The verifications a certification among these keys could rest on (T2),
+    by (signer, user ID, context): those by the keys' owners of the keys'
+    user IDs."""
+    keys = list(keys)
+    signers = {key.attendee_id for key in keys}
+    user_ids = {uid.id for key in keys for uid in key.user_ids}
+    if not signers or not user_ids:
+        return {}
     found = db.session.scalars(
         select(Verification).where(
-            Verification.event_id == event.id, Verification.withdrawn_at.is_(None)
+            Verification.event_id == event.id,
+            Verification.withdrawn_at.is_(None),
+            Verification.signer_id.in_(signers),
+            Verification.user_id_id.in_(user_ids),
         )
     )
     return {(v.signer_id, v.user_id_id, v.context): v for v in found}

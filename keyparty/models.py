@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import JSON
 from sqlalchemy import Column
 from sqlalchemy import ForeignKey
+from sqlalchemy import Index
 from sqlalchemy import Integer
 from sqlalchemy import String
 from sqlalchemy import Table
@@ -62,6 +63,11 @@ class Event(db.Model):
     # C1: notations are written as context@DOMAIN and event@DOMAIN.
     notation_domain: Mapped[str] = mapped_column(String(100), default="keyparty.org")
     policy_url: Mapped[str | None] = mapped_column(String(500))
+    # Bumped with every change to the event's keys, and to what owners
+    # accepted: each machine's GnuPG homes (working copies) carry the
+    # generation they were built at and are rebuilt when it differs.
+    keys_generation: Mapped[int] = mapped_column(default=0, server_default="0")
+    published_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
     attendees: Mapped[list[Attendee]] = relationship(
         back_populates="event", cascade="all, delete-orphan", order_by="Attendee.id"
@@ -103,7 +109,9 @@ class Key(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[str] = mapped_column(ForeignKey("event.id", ondelete="CASCADE"), index=True)
-    attendee_id: Mapped[int] = mapped_column(ForeignKey("attendee.id", ondelete="CASCADE"))
+    attendee_id: Mapped[int] = mapped_column(
+        ForeignKey("attendee.id", ondelete="CASCADE"), index=True
+    )
     fingerprint: Mapped[str] = mapped_column(String(40))
     algorithm: Mapped[str] = mapped_column(String(40))
     created: Mapped[datetime]
@@ -176,13 +184,17 @@ class Verification(db.Model):
     """
 
     __tablename__ = "verification"
+    # P4 reads a signer's last few verifications; intake looks one up by user ID.
+    __table_args__ = (Index("ix_verification_signer_recorded", "signer_id", "recorded_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[str] = mapped_column(ForeignKey("event.id", ondelete="CASCADE"), index=True)
     signer_id: Mapped[int] = mapped_column(
         ForeignKey("attendee.id", ondelete="CASCADE"), index=True
     )
-    user_id_id: Mapped[int] = mapped_column(ForeignKey("user_id.id", ondelete="CASCADE"))
+    user_id_id: Mapped[int] = mapped_column(
+        ForeignKey("user_id.id", ondelete="CASCADE"), index=True
+    )
     context: Mapped[str] = mapped_column(String(40))
     basis: Mapped[str] = mapped_column(String(40))
     level: Mapped[int]
@@ -220,10 +232,14 @@ class Certification(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[str] = mapped_column(ForeignKey("event.id", ondelete="CASCADE"), index=True)
-    signer_id: Mapped[int | None] = mapped_column(ForeignKey("attendee.id", ondelete="CASCADE"))
-    key_id: Mapped[int | None] = mapped_column(ForeignKey("key.id", ondelete="CASCADE"))
-    user_id_id: Mapped[int | None] = mapped_column(ForeignKey("user_id.id", ondelete="CASCADE"))
-    verification_id: Mapped[int | None] = mapped_column(ForeignKey("verification.id"))
+    signer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("attendee.id", ondelete="CASCADE"), index=True
+    )
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("key.id", ondelete="CASCADE"), index=True)
+    user_id_id: Mapped[int | None] = mapped_column(
+        ForeignKey("user_id.id", ondelete="CASCADE"), index=True
+    )
+    verification_id: Mapped[int | None] = mapped_column(ForeignKey("verification.id"), index=True)
     issuer_fingerprint: Mapped[str | None] = mapped_column(String(40))
     target_fingerprint: Mapped[str | None] = mapped_column(String(40))
     user_id_text: Mapped[str | None] = mapped_column(Text)
@@ -261,3 +277,15 @@ class Certification(db.Model):
         )
 
     user_id: Mapped[UserID | None] = relationship()
+
+
+class RateLimit(db.Model):
+    """A fixed-window request counter per key (client address or attendee),
+    shared by every server process (keyparty.ratelimit)."""
+
+    __tablename__ = "rate_limit"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # Seconds since the epoch when the current window opened.
+    window_start: Mapped[float]
+    hits: Mapped[int]

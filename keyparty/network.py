@@ -6,6 +6,8 @@ import fcntl
 import ipaddress
 import socket
 import struct
+import time
+from urllib.parse import unquote
 from urllib.parse import urlsplit
 
 from flask import current_app
@@ -59,3 +61,56 @@ def public_base_url(request_host_url: str | None = None, port: int = 8000) -> st
         port = url.port or port
     addresses = lan_addresses()
     return f"http://{addresses[0] if addresses else 'localhost'}:{port}"
+
+
+class TrustedHosts:
+    """The names this server answers to (Flask's TRUSTED_HOSTS): localhost, the
+    laptop's LAN addresses (looked up again every few seconds: Wi-Fi changes),
+    the host of KEYPARTY_PUBLIC_URL, and KEYPARTY_TRUSTED_HOSTS.
+
+    Any other Host header is refused with 400: a web page that a DNS
+    rebinding trick points at the laptop cannot drive keyparty's pages.
+    """
+
+    LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+    def __init__(self, public_url: str | None, extra: str | None) -> None:
+        self.fixed = list(self.LOOPBACK)
+        if public_url and urlsplit(public_url).hostname:
+            self.fixed.append(urlsplit(public_url).hostname)
+        self.fixed += [h.strip() for h in (extra or "").split(",") if h.strip()]
+        self._lan: list[str] = []
+        self._lan_at = 0.0
+
+    def __iter__(self):
+        if time.monotonic() - self._lan_at > 5:
+            self._lan, self._lan_at = lan_addresses(), time.monotonic()
+        return iter(self.fixed + self._lan)
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+    def __contains__(self, name: object) -> bool:
+        return name in list(iter(self))
+
+
+def local_path(target: str | None, default: str = "/") -> str:
+    """`target` if it is a path on this server, else `default` (no open redirect).
+
+    Refused: anything with a scheme or host (`https:evil`, `//evil`), a
+    backslash (browsers read `/\\evil` as `//evil`), and control characters
+    or spaces (browsers drop a tab: `/%09/evil` becomes `//evil`).
+    """
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return default
+    for text in (target, unquote(target)):
+        if (
+            text.startswith("//")
+            or "\\" in text
+            or any(ord(c) < 0x21 or ord(c) == 0x7F for c in text)
+        ):
+            return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return default
+    return target

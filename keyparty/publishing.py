@@ -15,6 +15,7 @@ from pathlib import Path
 from flask import current_app
 from sqlalchemy import select
 
+from keyparty import homes
 from keyparty import openpgp
 from keyparty import rules
 from keyparty.extensions import db
@@ -26,12 +27,31 @@ from keyparty.models import Key
 from keyparty.verification import refuse
 
 
-def published_home(event: Event) -> GnuPGHome:
+def _published_path(event: Event) -> GnuPGHome:
     path = Path(current_app.instance_path) / "gnupg" / f"{event.id}.published"
-    home = GnuPGHome(path, binary=current_app.config["GPG_BINARY"])
-    if not (path / "pubring.kbx").exists():
+    return GnuPGHome(path, binary=current_app.config["GPG_BINARY"])
+
+
+def _generation(event: Event) -> str:
+    keys, published = homes.generations(event)
+    return f"k{keys}p{published}"
+
+
+def published_home(event: Event) -> GnuPGHome:
+    """The published keyring, rebuilt first when this machine's copy is missing
+    or was built at another generation (keyparty.homes)."""
+    home = _published_path(event)
+    if homes.built_at(home) != _generation(event):
         rebuild_published(event, home)
     return home
+
+
+def forget_published(event: Event) -> None:
+    """Drop the published keyring after the event's keys changed; the next
+    use rebuilds it from the database (with every key)."""
+    home = _published_path(event)
+    with home.locked():
+        (home.path / "pubring.kbx").unlink(missing_ok=True)
 
 
 def owner_accepted(event: Event) -> list[Certification]:
@@ -46,15 +66,22 @@ def owner_accepted(event: Event) -> list[Certification]:
 
 def rebuild_published(event: Event, home: GnuPGHome | None = None) -> GnuPGHome:
     """Every key on the list, plus the owner-accepted certifications, nothing else."""
-    home = home or published_home(event)
+    home = home or _published_path(event)
     with home.staged() as stage:
-        for name in ("pubring.kbx", "trustdb.gpg"):
-            (stage.path / name).unlink(missing_ok=True)
-        pieces = [openpgp.dearmor(k.armored.encode()) for k in event.keys]
-        pieces += (openpgp.dearmor(c.armored.encode()) for c in owner_accepted(event))
-        if pieces:
-            stage.import_keys(openpgp.group_by_key(pieces), options=None)
+        _fill(stage, event)
+        stage.commit()
     return home
+
+
+def _fill(stage: GnuPGHome, event: Event) -> None:
+    generation = _generation(event)  # first: see events.rebuild_home
+    for name in ("pubring.kbx", "trustdb.gpg"):
+        (stage.path / name).unlink(missing_ok=True)
+    pieces = [openpgp.dearmor(k.armored.encode()) for k in event.keys]
+    pieces += (openpgp.dearmor(c.armored.encode()) for c in owner_accepted(event))
+    if pieces:
+        stage.import_keys(openpgp.group_by_key(pieces), options=None)
+    homes.mark_built(stage, generation)
 
 
 def certifications_received(owner: Attendee) -> list[Certification]:
@@ -68,23 +95,42 @@ def certifications_received(owner: Attendee) -> list[Certification]:
 
 
 def decide(certification: Certification, decision: str, now: datetime | None = None):
-    """The owner accepts (publish) or declines (the signer is never told)."""
+    """The owner accepts (publish) or declines (the signer is never told).
+
+    The certification's row is locked (PostgreSQL) before its decision is
+    read, so two decisions sent at once to two server processes are made one
+    after the other, and the published keyring follows the last.
+    """
     event = certification.key.event
     refusal = rules.check_owner_decision(event.state, certification.context, decision)
     if refusal:
         return refuse(event, refusal)
+    db.session.refresh(certification, with_for_update=True)
     was = certification.owner_decision
     certification.owner_decision = decision
     certification.decided_at = (now or datetime.now(UTC)).replace(tzinfo=None)
+    generation = homes.bump(event, Event.published_generation)
     db.session.commit()
-    if decision == "accepted" and was != "accepted":
-        publish(certification)
-    elif decision == "declined" and was == "accepted":
-        rebuild_published(event)
+    follow_decision(certification, was, generation)
     return None
 
 
-def publish(certification: Certification) -> None:
-    home = published_home(certification.key.event)
+def follow_decision(certification: Certification, was: str | None, generation: int) -> None:
+    """Bring this machine's published keyring along after a committed decision
+    numbered `generation` (homes.bump): one step on from what it holds, apply
+    just this decision; otherwise leave it for published_home() to rebuild."""
+    event = certification.key.event
+    keys_generation, _ = homes.generations(event)
+    home = _published_path(event)
     with home.staged() as stage:
-        stage.import_keys(openpgp.dearmor(certification.armored.encode()), options=None)
+        if homes.built_at(stage) != f"k{keys_generation}p{generation - 1}":
+            return
+        decision = certification.owner_decision
+        if decision == "accepted" and was != "accepted":
+            stage.import_keys(openpgp.dearmor(certification.armored.encode()), options=None)
+            homes.mark_built(stage, f"k{keys_generation}p{generation}")
+        elif decision != "accepted" and was == "accepted":
+            _fill(stage, event)
+        else:
+            homes.mark_built(stage, f"k{keys_generation}p{generation}")
+        stage.commit()

@@ -1,42 +1,63 @@
-"""A small in-process rate limiter for join and verification requests.
+"""Rate limits for join, verification and API requests, shared by every server
+process: the counters live in the database (table rate_limit).
 
-keyparty serves one event from one process; a sliding window per key
-(client address or attendee) is enough and needs no extra service.
+A fixed window per key (client address or attendee): the first hit opens a
+window of `per_seconds`, and up to `limit` hits are allowed in it. One
+atomic upsert counts a hit, so two processes (or machines) on one database
+never both take the last place in a window.
 """
 
 from __future__ import annotations
 
 import math
-import threading
+import random
 import time
-from collections import defaultdict
-from collections import deque
 
+from sqlalchemy import delete
+from sqlalchemy import text
 
-class RateLimiter:
-    def __init__(self) -> None:
-        self._hits: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
+from keyparty.extensions import db
+from keyparty.models import RateLimit
 
-    def hit(self, key: str, limit: int, per_seconds: float) -> int:
-        """Count one request; return 0 if allowed, else the seconds to wait."""
-        now = time.monotonic()
-        with self._lock:
-            hits = self._hits[key]
-            while hits and now - hits[0] >= per_seconds:
-                hits.popleft()
-            if len(hits) >= limit:
-                return max(1, math.ceil(per_seconds - (now - hits[0])))
-            hits.append(now)
-            return 0
+# Counts one hit and returns the window it fell in (SQLite ≥ 3.35 and
+# PostgreSQL both have INSERT … ON CONFLICT … RETURNING). Every expression in
+# SET reads the row as it was before this statement.
+_HIT = text(
+    """
+    INSERT INTO rate_limit (key, window_start, hits) VALUES (:key, :now, 1)
+    ON CONFLICT (key) DO UPDATE SET
+      hits = CASE WHEN rate_limit.window_start <= :now - :per THEN 1
+                  ELSE rate_limit.hits + 1 END,
+      window_start = CASE WHEN rate_limit.window_start <= :now - :per THEN :now
+                          ELSE rate_limit.window_start END
+    RETURNING hits, window_start
+    """
+)
+
+# Windows older than this are deleted now and then (no limit is that long).
+_FORGET_AFTER_SECONDS = 24 * 3600
 
 
 def init_app(app) -> None:
-    app.extensions["keyparty.ratelimit"] = RateLimiter()
+    """Nothing to set up: the counters are a table (keyparty.models.RateLimit)."""
 
 
 def hit(key: str, limit: int, per_seconds: float) -> int:
-    """Count one request against this app's limiter; 0 if allowed, else seconds to wait."""
-    from flask import current_app
+    """Count one request for `key`; return 0 if allowed, else the seconds to wait.
 
-    return current_app.extensions["keyparty.ratelimit"].hit(key, limit, per_seconds)
+    Counts in the request's own transaction and commits it: call it before the
+    request changes anything. (A second connection would not do on SQLite: a
+    request that read before another connection committed cannot write after.)
+    """
+    now = time.time()
+    hits, window_start = db.session.execute(
+        _HIT, {"key": key[:200], "now": now, "per": per_seconds}
+    ).one()
+    if random.random() < 0.01:
+        db.session.execute(
+            delete(RateLimit).where(RateLimit.window_start < now - _FORGET_AFTER_SECONDS)
+        )
+    db.session.commit()
+    if hits <= limit:
+        return 0
+    return max(1, math.ceil(window_start + per_seconds - now))

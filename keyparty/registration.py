@@ -18,8 +18,13 @@ from datetime import UTC
 from datetime import datetime
 from email.utils import parseaddr
 
+from sqlalchemy import func
+from sqlalchemy import select
+
+from keyparty import homes
 from keyparty import keycheck
 from keyparty import openpgp
+from keyparty import publishing
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
 from keyparty.gpg import KeyRecord
@@ -111,10 +116,18 @@ def register_keys(
     now = now or datetime.now(UTC)
     result = RegistrationResult()
     candidates = _read_inputs(inputs, one_key, result)
-    existing = {key.fingerprint: key for key in event.keys}
+    wanted = {c.block.fingerprint for c in candidates if c.block.fingerprint}
+    existing = {
+        key.fingerprint: key
+        for key in db.session.scalars(
+            select(Key).where(Key.event_id == event.id, Key.fingerprint.in_(wanted))
+        )
+    }
     candidates = _check_candidates(event, candidates, existing, result)
     if not candidates:
         return result
+    # gpg's import and checks take a while: hold no transaction through them.
+    db.session.commit()
 
     with home.staged() as stage:
         records = _import_and_check(stage, candidates, event, now, result)
@@ -137,9 +150,18 @@ def register_keys(
                 _update_key(key, record, armored)
                 db.session.add(key)
                 result.accepted.append(Accepted(key, token, False))
+        # Numbered with the keys: the home is one step on only if it was
+        # current; otherwise the next event_home() rebuilds it.
+        generation = homes.bump(event, Event.keys_generation)
+        current = homes.built_at(stage) == f"k{generation - 1}"
+        homes.mark_built(stage, f"k{generation}" if current else None)
         # The database is the record: commit it before the staged keyring
-        # replaces the event home (a failed commit leaves the home as it was).
+        # replaces the event home (a failed commit leaves the home as it was;
+        # a crash between the two is repaired from the database at start).
         db.session.commit()
+        stage.commit()
+    # The published keyring holds every key: made again when next used.
+    publishing.forget_published(event)
     return result
 
 
@@ -298,9 +320,17 @@ def _attendee_for(
         name, email = signup.name, signup.email
         # One person on the sign-up sheet with several keys is one attendee
         # (who may then certify with each of them).
-        same = [a for a in event.attendees if email and (a.email or "").lower() == email.lower()]
+        same = (
+            db.session.scalars(
+                select(Attendee)
+                .where(Attendee.event_id == event.id, func.lower(Attendee.email) == email.lower())
+                .order_by(Attendee.id)
+            ).first()
+            if email
+            else None
+        )
         if same:
-            return same[0], False
+            return same, False
     if not name:
         first = record.user_ids[0].text if record.user_ids else record.fingerprint
         uid_name, uid_email = parseaddr(first)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from datetime import UTC
 from datetime import datetime
+from datetime import timedelta
 
 from sqlalchemy import func
+from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
@@ -86,13 +88,28 @@ def record(
     basis: str,
     now: datetime,
 ) -> tuple[Verification | None, Refusal | None]:
-    """Record one verification of one user ID in one context, if the rules allow it."""
+    """Record one verification of one user ID in one context, if the rules allow it.
+
+    Reads a bounded number of rows whatever the signer did before: this user
+    ID's verification in this context, and for P4 the people (keys) the
+    signer verified first within the pace window. The signer's row is locked
+    first (PostgreSQL), so two requests of one signer on two server
+    processes are judged one after the other.
+    """
     key: Key = user_id.key
     event = signer.event
-    mine = active_verifications(signer)
-    same = next((v for v in mine if v.user_id_id == user_id.id and v.context == context), None)
+    db.session.execute(select(Attendee.id).where(Attendee.id == signer.id).with_for_update())
+    same = db.session.scalar(
+        select(Verification).where(
+            Verification.signer_id == signer.id,
+            Verification.user_id_id == user_id.id,
+            Verification.context == context,
+            Verification.withdrawn_at.is_(None),
+        )
+    )
     if same is not None and same.basis == basis:
         return same, None  # a second tap changes nothing
+    pace = event_pace(event)
     attempt = rules.VerificationAttempt(
         event_state=event.state,
         signer_id=signer.id,
@@ -104,9 +121,9 @@ def record(
         context=context,
         event_contexts=event_contexts(event),
         basis=basis,
-        earlier=tuple((v.user_id.key.fingerprint, _aware(v.recorded_at)) for v in mine),
+        earlier=_people_verified_lately(signer, key, now, pace),
         now=now,
-        pace=event_pace(event),
+        pace=pace,
         user_id_has_email=user_id.email is not None,
     )
     refusal = rules.check_verification(attempt)
@@ -126,6 +143,25 @@ def record(
     db.session.add(verification)
     db.session.commit()
     return verification, None
+
+
+def _people_verified_lately(
+    signer: Attendee, key: Key, now: datetime, pace: rules.Pace
+) -> tuple[tuple[str, datetime], ...]:
+    """What rules.pace_wait needs: (fingerprint, first verified) for each key the
+    signer first verified within the pace window or gap, and for `key` itself
+    if they verified it at any time (a further user ID is never rushed)."""
+    since = _naive(now) - timedelta(seconds=max(pace.window_seconds, pace.min_gap_seconds))
+    first = func.min(Verification.recorded_at)
+    rows = db.session.execute(
+        select(Key.fingerprint, first)
+        .join(UserID, Verification.user_id_id == UserID.id)
+        .join(Key, UserID.key_id == Key.id)
+        .where(Verification.signer_id == signer.id, Verification.withdrawn_at.is_(None))
+        .group_by(Key.fingerprint)
+        .having(or_(first >= since, Key.fingerprint == key.fingerprint))
+    ).all()
+    return tuple((fingerprint, _aware(recorded)) for fingerprint, recorded in rows)
 
 
 def withdraw(verification: Verification, acting: Attendee | None, now: datetime) -> Refusal | None:

@@ -74,6 +74,10 @@ def test_a_staged_change_is_dropped_when_the_block_fails(home):
     assert [r.fingerprint for r in home.list_keys()] == [fingerprint_of("alice")]
     with home.staged() as stage:
         stage.import_keys(key_bytes("bob"))
+    assert len(home.list_keys()) == 1, "a block that does not commit changes nothing"
+    with home.staged() as stage:
+        stage.import_keys(key_bytes("bob"))
+        stage.commit()
     assert len(home.list_keys()) == 2
     assert not list(home.path.parent.glob(".stage-*")), "stage folders are cleaned up"
 

@@ -1,8 +1,10 @@
-"""`keyparty serve` as a host starts it: waitress over HTTP, and HTTPS for the
-in-page scanner on phones."""
+"""`keyparty serve` as a host starts it: gunicorn's threaded workers over HTTP,
+HTTPS for the in-page scanner on phones, and clients that hold connections
+open without sending (idle, slow) cannot stop it."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import ssl
@@ -43,7 +45,7 @@ def serve(instance, *args):
     return process, port
 
 
-def fetch(url, context=None, tries=50):
+def fetch(url, context=None, tries=100):
     for _ in range(tries):
         try:
             with urllib.request.urlopen(url, timeout=5, context=context) as response:
@@ -53,9 +55,50 @@ def fetch(url, context=None, tries=50):
     raise AssertionError(f"nothing answered at {url}")
 
 
+def get_from(source: str, port: int, path: str = "/", timeout: float = 5) -> tuple[int, float]:
+    """GET over plain HTTP from a loopback address of our choice; (status, seconds)."""
+    started = time.monotonic()
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=timeout, source_address=(source, 0)
+    )
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status, time.monotonic() - started
+    finally:
+        connection.close()
+
+
+def open_idle(source: str, port: int, count: int) -> list[socket.socket]:
+    """`count` TCP connections from `source` that never send a byte."""
+    held = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind((source, 0))
+        s.settimeout(5)
+        try:
+            s.connect(("127.0.0.1", port))
+        except ConnectionResetError:
+            s.close()
+            continue  # the server reset it before connect() returned
+        held.append(s)
+    return held
+
+
+def is_closed_by_server(s: socket.socket, within: float) -> bool:
+    s.settimeout(within)
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
 def stop(process) -> str:
     process.terminate()
-    output, _ = process.communicate(timeout=10)
+    output, _ = process.communicate(timeout=30)
     return output
 
 
@@ -101,7 +144,18 @@ def test_serve_over_https(instance, tmp_path):
     try:
         status, headers, page = fetch(f"https://127.0.0.1:{port}/", context=context)
         assert status == 200 and "keyparty" in page
-        status, headers, _ = fetch(f"https://127.0.0.1:{port}/lang/ja", context=context)
+        # Connections that never start their TLS handshake hold up no one.
+        idle = open_idle("127.0.0.14", port, 40)
+        started = time.monotonic()
+        status, headers, page = fetch(f"https://127.0.0.1:{port}/", context=context, tries=1)
+        assert status == 200 and time.monotonic() - started < 2
+        for s in idle:
+            s.close()
+        connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+        connection.request("GET", "/lang/ja")
+        cookie = connection.getresponse().getheader("Set-Cookie")
+        connection.close()
+        assert "Secure" in cookie and "HttpOnly" in cookie
     finally:
         output = stop(process)
     assert f"https://localhost:{port}/host/" in output
@@ -116,3 +170,97 @@ def test_https_needs_both_files(instance, tmp_path):
         text=True,
     )
     assert result.returncode != 0 and "--tls-key" in result.stderr
+
+
+def test_an_idle_connection_blocks_no_one(instance):
+    process, port = serve(instance, "--threads", "2")
+    try:
+        fetch(f"http://127.0.0.1:{port}/")
+        # More silent connections than threads, from two addresses.
+        idle = open_idle("127.0.0.5", port, 3) + open_idle("127.0.0.6", port, 3)
+        status, seconds = get_from("127.0.0.7", port)
+        assert status == 200 and seconds < 2, seconds
+        for s in idle:
+            s.close()
+    finally:
+        stop(process)
+
+
+def test_many_connections_from_one_address_do_not_lock_out_another(instance):
+    process, port = serve(instance, "--per-address", "8")
+    try:
+        fetch(f"http://127.0.0.1:{port}/")
+        idle = open_idle("127.0.0.9", port, 300)
+        time.sleep(0.5)
+        # The server kept 8 of them and reset the rest at once.
+        idle = [s for s in idle if not is_closed_by_server(s, 0.05)]
+        assert len(idle) == 8
+        for n in range(5):
+            status, seconds = get_from("127.0.0.10", port)
+            assert status == 200 and seconds < 2, (n, seconds)
+        # Beyond its share the address gets nothing more, while it holds them.
+        with pytest.raises(OSError):
+            get_from("127.0.0.9", port)
+        for s in idle:
+            s.close()
+        time.sleep(0.5)
+        # Its connections closed, the address is served again.
+        assert get_from("127.0.0.9", port)[0] == 200
+    finally:
+        stop(process)
+
+
+def test_a_client_that_stops_in_the_middle_of_a_request_is_cut_off(instance):
+    process, port = serve(instance, "--read-timeout", "1", "--threads", "1")
+    try:
+        fetch(f"http://127.0.0.1:{port}/")
+        slow = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.11", 0))
+        # Headers begun, then silence: the one thread reads this request...
+        slow.sendall(b"POST /e/x/register HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Len")
+        started = time.monotonic()
+        assert is_closed_by_server(slow, 8), "the server waited for ever"
+        assert time.monotonic() - started < 4
+        # ...and the thread is free for others.
+        assert get_from("127.0.0.12", port)[0] == 200
+        slow.close()
+    finally:
+        stop(process)
+
+
+def test_several_worker_processes(instance):
+    process, port = serve(instance, "--workers", "2")
+    try:
+        fetch(f"http://127.0.0.1:{port}/")
+        workers = subprocess.run(
+            ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(workers) == 2, workers
+        statuses = [get_from("127.0.0.1", port)[0] for _ in range(20)]
+        assert statuses == [200] * 20
+    finally:
+        output = stop(process)
+    assert "2 process(es)" in output
+
+
+def test_a_client_that_dribbles_its_headers_is_cut_off(instance):
+    process, port = serve(instance, "--read-timeout", "1", "--threads", "1")
+    try:
+        fetch(f"http://127.0.0.1:{port}/")
+        slow = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.15", 0))
+        started = time.monotonic()
+        cut = False
+        # A byte every half second: each read succeeds, the whole never ends.
+        for byte in b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100:
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                cut = True
+                break
+            if is_closed_by_server(slow, 0.5):
+                cut = True
+                break
+        assert cut and time.monotonic() - started < 6, time.monotonic() - started
+        assert get_from("127.0.0.16", port)[0] == 200
+        slow.close()
+    finally:
+        stop(process)

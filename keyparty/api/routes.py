@@ -51,6 +51,17 @@ def _signer(event_id: str) -> Attendee:
     return signer
 
 
+@blueprint.errorhandler(413)
+def too_large(_error):
+    return _error(413, "One certification file is a few KiB; this is too large.")
+
+
+def _limited(bucket: str, limit: int, per_seconds: int):
+    wait = ratelimit.hit(bucket, limit, per_seconds)
+    if wait:
+        abort(_error(429, f"Too many uploads. Wait {wait} s and try again."))
+
+
 @blueprint.route("/e/<event_id>/bundle")
 def bundle(event_id: str):
     signer = _signer(event_id)
@@ -61,8 +72,12 @@ def bundle(event_id: str):
 
 @blueprint.route("/e/<event_id>/certifications", methods=["POST"])
 def upload_certification(event_id: str):
+    # One certification per request (P2), so these also bound the refusals
+    # one signer or one address can have stored: 30 a minute.
+    _limited(f"upload-address:{request.remote_addr}", 60, 60)
     signer = _signer(event_id)
-    data = request.get_data(cache=False)
+    _limited(f"upload:{signer.id}", 30, 60)
+    data = request.get_data()
     if len(data) > MAX_CERTIFICATION_BYTES:
         return _error(413, "One certification file is a few KiB; this is too large.")
     event: Event = signer.event

@@ -4,6 +4,7 @@ decision per user ID."""
 
 from __future__ import annotations
 
+import functools
 import secrets
 from datetime import UTC
 from datetime import datetime
@@ -15,6 +16,7 @@ from flask import current_app
 from flask import flash
 from flask import has_request_context
 from flask import jsonify
+from flask import make_response
 from flask import redirect
 from flask import render_template
 from flask import request
@@ -53,6 +55,7 @@ from keyparty.models import Key
 from keyparty.models import UserID
 from keyparty.models import Verification
 from keyparty.network import is_loopback
+from keyparty.network import local_path
 from keyparty.network import public_base_url
 from keyparty.qr import fingerprint_payload
 from keyparty.qr import qr_svg
@@ -100,6 +103,18 @@ def _sign_in(attendee: Attendee) -> None:
     session.permanent = True
 
 
+def no_store(view):
+    """Pages that show a join link, a signing token or a session: never cached."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        response = make_response(view(*args, **kwargs))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return wrapper
+
+
 def _too_fast(bucket: str, limit: int, per_seconds: int, registering: bool = False):
     wait = ratelimit.hit(bucket, limit, per_seconds)
     if wait:
@@ -130,8 +145,7 @@ def index():
 def set_language(code: str):
     if code in LANGUAGES:
         session["lang"] = code
-    target = request.args.get("next", "/")
-    return redirect(target if target.startswith("/") and not target.startswith("//") else "/")
+    return redirect(local_path(request.args.get("next")))
 
 
 def _base_url() -> str:
@@ -139,11 +153,10 @@ def _base_url() -> str:
 
 
 @blueprint.route("/e/<event_id>/register", methods=["GET", "POST"])
+@no_store
 def register(event_id: str):
-    event = _event_or_404(event_id)
-    form = RegistrationForm()
-    rejected = []
-    if form.validate_on_submit():
+    if request.method == "POST":
+        # Each registration runs gpg: one address cannot flood the event with keys.
         config = current_app.config
         limited = _too_fast(
             f"register:{request.remote_addr}",
@@ -153,6 +166,12 @@ def register(event_id: str):
         )
         if limited:
             return limited
+    form = RegistrationForm()
+    # The form is checked before the event is read (no transaction yet).
+    valid = form.validate_on_submit()
+    event = _event_or_404(event_id)
+    rejected = []
+    if valid:
         result = registration.register_keys(
             event,
             [("your key", form.key_data())],
@@ -213,6 +232,7 @@ def _prove_page(event: Event, challenge: Challenge, form: ProofForm, refusal=Non
 
 
 @blueprint.route("/e/<event_id>/prove/<public_id>", methods=["GET", "POST"])
+@no_store
 def prove(event_id: str, public_id: str):
     """O2: answer the challenge by the decrypted code or a signature."""
     event = _event_or_404(event_id)
@@ -308,10 +328,14 @@ def rejoin(event_id: str):
 
 
 @blueprint.route("/join/<token>", methods=["GET", "POST"])
+@no_store
 def join(token: str):
     """A join link is spent only by a POST from its own page: a GET or HEAD
     (link previews, mail scanners, an <img> elsewhere) shows the button and
     spends nothing. A phone that speaks for someone else is asked first."""
+    limited = _too_fast(f"join:{request.remote_addr}", 30, 60)
+    if limited:
+        return limited
     target = proof.find_join(token, _now())
     if target is None:
         limited = _too_fast(f"join-miss:{request.remote_addr}", 10, 60)
@@ -347,6 +371,7 @@ def join_first(_error):
 
 
 @blueprint.route("/me")
+@no_store
 def me():
     attendee = _require_me()
     event = attendee.event
@@ -384,6 +409,7 @@ def _expiring_soon(attendee: Attendee) -> dict[str, list[Certification]]:
 
 
 @blueprint.route("/me/signing-token", methods=["POST"])
+@no_store
 def signing_token():
     """A new token for `keyparty sign`, shown once; the previous one stops working."""
     attendee = _require_me()
@@ -405,6 +431,7 @@ def signing_token():
 
 
 @blueprint.route("/me/bundle.json")
+@no_store
 def signing_bundle():
     """The signer's bundle, for `keyparty sign FILE` on an offline machine."""
     attendee = _require_me()
@@ -471,6 +498,7 @@ def my_signed_key():
 
 
 @blueprint.route("/confirm/<token>", methods=["GET", "POST"])
+@no_store
 def confirm_email(token: str):
     """C3: the link from the encrypted mail proves the address; the owner's
     button accepts. A GET alone changes nothing, so a mail scanner or link
@@ -495,7 +523,6 @@ def confirm_email(token: str):
             title=_("This link does not work"),
             message=_("It was already used, or it is not a keyparty confirmation link."),
         ), 404
-    publishing.publish(certification)
     return render_template(
         "message.html",
         title=_("Thank you"),
@@ -613,7 +640,9 @@ def verify(event_id: str, fingerprint: str, uid_id: int):
     # The signer is always the session's own attendee: no parameter can
     # name anyone else (T2).
     me = _require_me()
-    limited = _too_fast(f"verify:{me.id}", 60, 60)
+    limited = _too_fast(f"verify:{me.id}", 60, 60) or _too_fast(
+        f"verify-address:{request.remote_addr}", 240, 60
+    )
     if limited:
         return limited
     form = _verification_form(verification.event_contexts(event), prefix=f"u{uid_id}")
@@ -659,10 +688,7 @@ def withdraw(verification_id: int):
         flash(f"{refusal.rule}: {refusal_message(refusal)}", "refusal")
     else:
         flash(_("Withdrawn: it will not become a certification."), "ok")
-    target = request.form.get("next", "")
-    if not target.startswith("/") or target.startswith("//"):
-        target = url_for("attendee.my_verifications")
-    return redirect(target)
+    return redirect(local_path(request.form.get("next"), url_for("attendee.my_verifications")))
 
 
 @blueprint.app_context_processor

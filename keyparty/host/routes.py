@@ -7,6 +7,7 @@ proxy every request looks local).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 from flask import Blueprint
@@ -26,6 +27,7 @@ from keyparty import events
 from keyparty import exports
 from keyparty import proof
 from keyparty import publishing
+from keyparty import ratelimit
 from keyparty import registration
 from keyparty import report
 from keyparty import verification
@@ -39,6 +41,7 @@ from keyparty.host.forms import SettingsForm
 from keyparty.host.forms import StepForm
 from keyparty.models import Event
 from keyparty.network import is_loopback
+from keyparty.network import local_path
 from keyparty.network import public_base_url
 from keyparty.partylist import group_digest
 from keyparty.rules import STEPS
@@ -47,16 +50,48 @@ from keyparty.rules import next_step
 blueprint = Blueprint("host", __name__, url_prefix="/host")
 
 
+def host_session_tag() -> str | None:
+    """What a logged-in host's session holds: a keyed hash of the current host
+    password. A session made under another password (changed, or the server
+    restarted with another one) no longer matches: it is logged out."""
+    password = current_app.config.get("HOST_PASSWORD")
+    if not password:
+        return None
+    key = current_app.config["SECRET_KEY"]
+    key = key.encode() if isinstance(key, str) else key
+    return hmac.new(key, b"host-password:" + password.encode(), hashlib.sha256).hexdigest()
+
+
 @blueprint.before_request
 def only_the_host():
     if request.endpoint == "host.login":
         return None
-    if current_app.config.get("HOST_PASSWORD"):
-        if not session.get("host"):
+    tag = host_session_tag()
+    if tag:
+        if not hmac.compare_digest(str(session.get("host", "")), tag):
+            session.pop("host", None)
             return redirect(url_for("host.login", next=request.path))
     elif not is_loopback(request.remote_addr):
         return render_template("host/not_here.html"), 403
     return None
+
+
+@blueprint.after_request
+def never_cached(response):
+    # Host pages show join links, tokens and the whole party: never kept by a browser cache.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# Host password guesses per client address: 5 a minute, 10 in 10 minutes,
+# 20 an hour; past each, the wait grows (1 min, 10 min, 1 h).
+LOGIN_LIMITS = ((5, 60), (10, 600), (20, 3600))
+
+
+def _login_wait() -> int:
+    address = request.remote_addr or "?"
+    waits = [ratelimit.hit(f"host-login:{n}:{address}", n, s) for n, s in LOGIN_LIMITS]
+    return max(waits)
 
 
 @blueprint.route("/login", methods=["GET", "POST"])
@@ -66,12 +101,26 @@ def login():
         return redirect(url_for("host.index"))
     form = LoginForm()
     if form.validate_on_submit():
+        wait = _login_wait()
+        if wait:
+            flash(f"Too many attempts from this address. Wait {wait} s and try again.", "error")
+            return render_template("host/login.html", form=form), 429
         if hmac.compare_digest(form.password.data.encode(), password.encode()):
-            session["host"] = True
-            target = request.args.get("next", "")
+            session["host"] = host_session_tag()
+            target = local_path(request.args.get("next"), url_for("host.index"))
             return redirect(target if target.startswith("/host") else url_for("host.index"))
         flash("That is not the host password.", "error")
+        return render_template("host/login.html", form=form), 401
     return render_template("host/login.html", form=form)
+
+
+@blueprint.route("/logout", methods=["POST"])
+def logout():
+    if not StepForm().validate_on_submit():
+        abort(400)
+    session.pop("host", None)
+    flash("Logged out.", "ok")
+    return redirect(url_for("host.login") if host_session_tag() else url_for("attendee.index"))
 
 
 def _event_or_404(event_id: str) -> Event:

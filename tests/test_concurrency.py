@@ -1,0 +1,199 @@
+"""No request fails because another holds the database, and what must hold
+across server processes does: rate limits, the P4 pace, a join link used once.
+
+Two apps made with create_app on one instance are two servers as far as the
+database is concerned (own engine, own connections); requests run in their
+own threads, as waitress runs them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from keyparty import create_app
+from keyparty import events
+from keyparty import storage
+from keyparty.config import database_url
+from keyparty.extensions import db
+from keyparty.models import RefusalRecord
+from keyparty.models import Verification
+from tests.conftest import attendee_named
+from tests.conftest import on_postgres
+from tests.test_verification import verify
+
+
+def second_server():
+    """Another app on the same database, as a second server process would be."""
+    return create_app({"TESTING": True, "WTF_CSRF_ENABLED": False})
+
+
+def session_of(app, attendee_id, secret=None):
+    """A phone of that attendee on `app`. Its session is opened as a join
+    opens one (O2: a new per-attendee secret, other sessions end), unless
+    `secret` names one already open (one phone seen by two servers)."""
+    from keyparty import proof
+    from keyparty.models import Attendee
+
+    attendee = db.session.get(Attendee, attendee_id)
+    secret = secret or proof.open_session(attendee)
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session.update(event_id=attendee.event_id, attendee_id=attendee_id, secret=secret)
+    return client, secret
+
+
+def at_once(*calls):
+    """Run each call in its own thread, released together; their results in order."""
+    barrier = threading.Barrier(len(calls))
+    results = [None] * len(calls)
+
+    def run(i, call):
+        barrier.wait()
+        results[i] = call()
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results
+
+
+class LockHolder:
+    """Holds the database against writers for `seconds`, from another connection:
+    SQLite's write lock (BEGIN IMMEDIATE), or on PostgreSQL the signer's row."""
+
+    def __init__(self, instance, seconds, attendee_id):
+        self.engine = sa.create_engine(database_url(instance))
+        self.seconds, self.attendee_id = seconds, attendee_id
+        self.held = threading.Event()
+        self.thread = threading.Thread(target=self._hold)
+
+    def _hold(self):
+        with self.engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                connection.connection.driver_connection.isolation_level = None
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                connection.exec_driver_sql(
+                    f"SELECT id FROM attendee WHERE id = {self.attendee_id} FOR UPDATE"
+                )
+            self.held.set()
+            time.sleep(self.seconds)
+            connection.rollback()
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.held.wait(30)
+        return self
+
+    def __exit__(self, *_exc):
+        self.thread.join()
+        self.engine.dispose()
+
+
+def test_rate_limits_hold_across_server_processes(app):
+    first, second = app.test_client(), second_server().test_client()
+    answers = [
+        (first if n % 2 else second).get(f"/join/not-a-token-{n}").status_code for n in range(10)
+    ]
+    assert answers == [404] * 10
+    refused = first.get("/join/not-a-token-10")
+    assert refused.status_code == 429
+    assert "Too many requests. Wait" in refused.text
+    assert second.get("/join/not-a-token-11").status_code == 429
+
+
+def test_a_verification_waits_for_a_held_database_and_is_stored_once(
+    app, instance, verifying_event, monkeypatch
+):
+    # Short waits for SQLite's lock, so the request must retry to get through.
+    monkeypatch.setattr(storage, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    server = second_server()
+    alice = attendee_named(verifying_event, "Alice")
+    bob_key = attendee_named(verifying_event, "Bob").keys[0]
+    alice_id, event_id = alice.id, verifying_event.id
+    phone, _ = session_of(server, alice_id)
+    db.session.commit()
+    with LockHolder(instance, 2.0, alice_id):
+        started = time.monotonic()
+        response = verify(phone, verifying_event, bob_key)
+        waited = time.monotonic() - started
+    assert response.status_code == 302, response.text
+    assert waited >= 1.5, "it waited for the lock"
+    stored = db.session.scalars(
+        sa.select(Verification).where(
+            Verification.event_id == event_id, Verification.signer_id == alice_id
+        )
+    ).all()
+    assert len(stored) == 1
+
+
+def test_a_database_busy_for_too_long_answers_503_not_500(
+    app, instance, verifying_event, monkeypatch
+):
+    monkeypatch.setattr(storage, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(storage, "RETRY_SECONDS", 1.0)
+    if on_postgres():
+        pytest.skip("PostgreSQL waits for a row lock as long as it is held")
+    server = second_server()
+    alice = attendee_named(verifying_event, "Alice")
+    bob_key = attendee_named(verifying_event, "Bob").keys[0]
+    alice_id = alice.id
+    phone, _ = session_of(server, alice_id)
+    db.session.commit()
+    with LockHolder(instance, 3.0, alice_id):
+        response = verify(phone, verifying_event, bob_key)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert "very busy just now" in response.text
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Verification)) == 0
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_two_verifications_at_once_on_two_servers_keep_the_pace(app, verifying_event, round_):
+    """P4: one signer sends two people at the same moment to two server
+    processes; one is recorded, the other refused as rushed."""
+    other = second_server()
+    alice = attendee_named(verifying_event, "Alice")
+    bob_key = attendee_named(verifying_event, "Bob").keys[0]
+    carol_key = attendee_named(verifying_event, "Carol").keys[0]
+    alice_id = alice.id
+    db.session.commit()
+    first, secret = session_of(app, alice_id)
+    second, _ = session_of(other, alice_id, secret)
+    answers = at_once(
+        lambda: verify(first, verifying_event, bob_key).status_code,
+        lambda: verify(second, verifying_event, carol_key).status_code,
+    )
+    assert sorted(answers) == [302, 409]
+    db.session.commit()
+    assert (
+        db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Verification)
+            .where(Verification.signer_id == alice_id)
+        )
+        == 1
+    )
+    assert db.session.scalars(sa.select(RefusalRecord.rule)).all() == ["P4"]
+
+
+def test_a_join_link_opened_twice_at_once_on_two_servers_opens_one_session(app, event):
+    from tests.conftest import register
+
+    register(event, "alice")
+    fingerprint = event.keys[0].fingerprint
+    token = events.new_join_link(event, fingerprint)
+    db.session.commit()
+    other = second_server()
+    # Only the button spends a link (O2): both phones press it at once.
+    answers = at_once(
+        lambda: app.test_client().post(f"/join/{token}").status_code,
+        lambda: other.test_client().post(f"/join/{token}").status_code,
+    )
+    assert sorted(answers) == [302, 404]
