@@ -266,8 +266,10 @@ def remove_key(event: Event, fingerprint: str) -> tuple[str, str, bool]:
         db.session.delete(attendee)
     db.session.commit()
     db.session.expire(event)
-    # The database is the record: the GnuPG home follows it.
-    rebuild_home(event)
+    # The database is the record: both GnuPG homes (working and published) follow it.
+    from keyparty import consistency
+
+    consistency.rebuild(event)
     return (*removed, last)
 
 

@@ -458,6 +458,7 @@ def test_host_removes_a_key_before_the_freeze_only(app, client, runner, register
     assert key_of(registered_event, carol) is None
     listed = {k.fingerprint for k in events.event_home(registered_event).list_keys()}
     assert carol not in listed and ALICE in listed
+    assert runner.invoke(args=["check", registered_event.id]).exit_code == 0, "both homes follow"
     page = client.get(f"/host/e/{registered_event.id}").text
     assert "Not proven yet (O2)" in page and "Bob Example" in page
     client.post(f"/host/e/{registered_event.id}/remove/{fingerprint_of('bob')}")
