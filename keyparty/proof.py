@@ -44,6 +44,14 @@ def _naive(moment: datetime | None = None) -> datetime:
     return (moment or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
 
 
+def _after_gpg() -> None:
+    """End the read transaction that was open while gpg ran (nothing is
+    pending then): the write that follows starts on a fresh snapshot, so
+    SQLite never finds it overtaken by a commit made meanwhile, and the
+    request is not run again (keyparty.storage)."""
+    db.session.commit()
+
+
 def new_code() -> str:
     """A one-time code of rules.CODE_LENGTH characters without look-alikes."""
     return "".join(secrets.choice(rules.CODE_ALPHABET) for _ in range(rules.CODE_LENGTH))
@@ -128,6 +136,7 @@ def start(
     )
     letter = challenge_letter(key, code, join_url(base_url, link_token), expires_at)
     challenge.message = encrypt_to_key(key, letter.encode("utf-8"))
+    _after_gpg()
     db.session.add(challenge)
     db.session.commit()
     return Started(challenge, code, link_token)
@@ -135,13 +144,24 @@ def start(
 
 def encrypt_to_key(key: Key, data: bytes) -> str | None:
     """`data` encrypted to the key, armored; None when the key cannot
-    encrypt (no usable encryption subkey: then only signing proves it)."""
+    encrypt (no usable encryption subkey: then only signing proves it).
+
+    The event home is a working copy: if it lacks the key (another server
+    process changed the keys meanwhile), it is rebuilt from the database,
+    the record, and asked once more.
+    """
+    from keyparty.events import rebuild_home
+
     home = event_home(key.event)
-    try:
-        with home.locked():
-            return home.encrypt(data, key.fingerprint).decode("ascii")
-    except GnuPGError:
-        return None
+    for attempt in range(2):
+        try:
+            with home.locked():
+                return home.encrypt(data, key.fingerprint).decode("ascii")
+        except GnuPGError:
+            if attempt or home.list_keys([key.fingerprint]):
+                return None
+            rebuild_home(key.event, home)
+    return None
 
 
 def find(public_id: str) -> Challenge | None:
@@ -188,6 +208,7 @@ def answer_signature(
             check = scratch.verify(data[data.index(b"-----BEGIN PGP SIGNED MESSAGE-----") :])
         else:
             check = _detached(scratch, data, challenge.text)
+    _after_gpg()
     signed_text = (
         check.signed_text.decode("utf-8", "replace") if check.signed_text is not None else None
     )
