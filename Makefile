@@ -4,9 +4,10 @@ BIN     := $(VENV)/bin
 PYTHON  ?= python3
 STAMP   := $(VENV)/.installed
 # Debian packages: `system-run` ensures what keyparty needs at run time (gnupg)
-# and to build its venv; `system-test` adds what the browser tests need:
-# Debian's Chromium (driven by Playwright; no Playwright browser download) and
-# fonts that render Japanese.
+# and to build its venv, and graphviz (the report's graph); `system-test` adds
+# what the tests need: Debian's Chromium (driven by Playwright; no Playwright
+# browser download), fonts that render Japanese, and signing-party (caff and
+# gpgsigs read the party list in tests/test_signing_party.py).
 CHROMIUM := /usr/bin/chromium
 CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 
@@ -30,10 +31,11 @@ endef
 
 system: system-run system-test
 
-# What `make run` needs: gnupg, python3-venv.
+# What `make run` needs: gnupg, graphviz, python3-venv.
 system-run:
 	@missing=""; \
 	command -v gpg >/dev/null 2>&1 || missing="$$missing gnupg"; \
+	command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	$(call apt_install,keyparty's run-time and build steps)
 
@@ -45,8 +47,9 @@ system-test: system-run
 	@missing=""; \
 	[ -x $(CHROMIUM) ] || missing="$$missing chromium"; \
 	[ -e $(CJK_FONT) ] || missing="$$missing fonts-noto-cjk"; \
+	command -v caff >/dev/null 2>&1 || missing="$$missing signing-party"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
-	$(call apt_install,keyparty's browser tests)
+	$(call apt_install,keyparty's tests)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -17,6 +17,7 @@ from keyparty import create_app
 from keyparty import delivery
 from keyparty import events
 from keyparty import exports
+from keyparty import graphviz
 from keyparty import intake
 from keyparty import migrations
 from keyparty import proof
@@ -98,13 +99,25 @@ def event_list() -> None:
 @click.option("--pace-gap", type=int, help="P4: shortest gap between two people, seconds")
 @click.option("--pace-window", type=int, help="P4: the pace window, seconds")
 @click.option("--pace-max", type=int, help="P4: most people verified in one window")
+@click.option(
+    "--publish-list/--no-publish-list",
+    default=None,
+    help="Offer the frozen party list on the public event page /e/EVENT.",
+)
 @with_appcontext
-def event_set(event_id: str, contexts, pace_gap, pace_window, pace_max) -> None:
-    """Change an event's contexts (C1) and pace (P4)."""
+def event_set(event_id: str, contexts, pace_gap, pace_window, pace_max, publish_list) -> None:
+    """Change an event's contexts (C1), pace (P4) and whether its list is public."""
     event = _event(event_id)
     refusal = events.configure(event, contexts, pace_gap, pace_window, pace_max)
     if refusal:
         raise click.ClickException(str(refusal))
+    if publish_list is not None:
+        events.set_publish_list(event, publish_list)
+        click.echo(
+            f"{event.id}: the party list is published at {_base_url()}/e/{event.id} once frozen"
+            if publish_list
+            else f"{event.id}: the party list is not on the public event page"
+        )
     click.echo(
         f"{event.id}: contexts {event.contexts}; pace: {event.pace_min_gap_seconds} s apart, "
         f"at most {event.pace_max_in_window} in {event.pace_window_seconds} s"
@@ -241,6 +254,10 @@ def step_command(event_id: str, step: str, yes: bool = False) -> None:
     if step == "freeze":
         click.echo(f"Party list: {events.event_files(event) / 'partylist.txt'}")
         _print_digests(event)
+        click.echo(
+            f"Every attendee downloads it on their phone page; to mail it to each of them: "
+            f"keyparty mail-list {event.id}"
+        )
 
 
 def _confirm_unproven(event, yes: bool) -> None:
@@ -588,8 +605,11 @@ def export_command(event_id, keyring, binary, per_key, per_uid, wkd) -> None:
 @click.option(
     "--graph", type=click.Path(dir_okay=False), help="Write the certification graph (SVG)."
 )
+@click.option(
+    "--png", type=click.Path(dir_okay=False), help="Write the certification graph (PNG, to print)."
+)
 @with_appcontext
-def report_command(event_id: str, expiring_days: int, graph) -> None:
+def report_command(event_id: str, expiring_days: int, graph, png) -> None:
     """Event-wide totals (never per attendee, P5), the graph, what expires soon."""
     event = _event(event_id)
     for name, value in report.totals(event).items():
@@ -598,9 +618,20 @@ def report_command(event_id: str, expiring_days: int, graph) -> None:
         click.echo(f"{name}: {value}")
     soon = report.expiring(publishing.owner_accepted(event), expiring_days)
     click.echo(f"published certifications expiring within {expiring_days} days: {len(soon)}")
-    if graph:
-        Path(graph).write_text(report.graph_svg(event), encoding="utf-8")
-        click.echo(f"Wrote {graph}")
+    figures = report.graph_figures(report.certification_graph(event))
+    distance = figures["mean shortest distance in it"]
+    click.echo(f"largest strongly connected set: {figures['largest strongly connected set']} keys")
+    click.echo(
+        "mean shortest distance in it: " + (f"{distance:.2f}" if distance is not None else "-")
+    )
+    for path, fmt in ((graph, "svg"), (png, "png")):
+        if not path:
+            continue
+        try:
+            Path(path).write_bytes(report.draw_graph(event, fmt))
+        except graphviz.GraphvizError as problem:
+            raise click.ClickException(str(problem)) from None
+        click.echo(f"Wrote {path}")
 
 
 @click.command("deliver")
@@ -624,6 +655,33 @@ def deliver_command(event_id: str, outbox) -> None:
     except delivery.DeliveryError as problem:
         raise click.ClickException(str(problem)) from None
     click.echo(delivery.describe(result))
+
+
+@click.command("mail-list")
+@click.argument("event_id", metavar="EVENT")
+@click.option("--again", is_flag=True, help="Mail attendees who were mailed the list already too.")
+@click.option(
+    "--outbox", type=click.Path(file_okay=False), help="Where .eml files go without SMTP."
+)
+@with_appcontext
+def mail_list_command(event_id: str, again: bool, outbox) -> None:
+    """Mail the frozen party list to every attendee, its digests in the body.
+
+    Each attendee is mailed once (--again mails everyone again). Without SMTP
+    configured the mails are written as .eml files. Exits non-zero when a mail
+    could not be sent.
+    """
+    event = _event(event_id)
+    folder = Path(outbox) if outbox else events.event_files(event) / "outbox"
+    try:
+        result = delivery.mail_party_list(
+            event, delivery.smtp_settings(current_app.config), folder, again=again
+        )
+    except delivery.DeliveryError as problem:
+        raise click.ClickException(str(problem)) from None
+    click.echo(result.summary)
+    if result.refused:
+        sys.exit(1)
 
 
 @click.command("purge")
@@ -705,6 +763,8 @@ def _sign(source, token, homedir, local_users, out, no_upload, digest, passphras
         f"made {len(report.made)}, skipped {len(report.skipped)}, failed {len(report.failed)}; "
         f"{len(files)} files in {out}"
     )
+    listing = signing.write_party_list(bundle, out)
+    click.echo(f"Party list: {listing} (sha256sum prints the digest above)")
     for fingerprint, uid, context, why in report.failed:
         click.echo(f"failed   {fingerprint} {uid} [{context}]: {why}", err=True)
     if no_upload or not files:
@@ -738,6 +798,7 @@ commands = [
     export_command,
     report_command,
     deliver_command,
+    mail_list_command,
     purge_command,
     relink_command,
     remove_command,

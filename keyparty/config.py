@@ -72,4 +72,6 @@ def settings_from_env(instance: Path) -> dict:
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "WTF_CSRF_TIME_LIMIT": None,
+        # Every rate limit is multiplied by this (phones sharing one address).
+        "RATE_LIMIT_FACTOR": float(env.get("KEYPARTY_RATE_LIMIT_FACTOR") or 1),
     }

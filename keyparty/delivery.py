@@ -43,12 +43,14 @@ from keyparty import publishing
 from keyparty.events import event_home
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGError
+from keyparty.models import Attendee
 from keyparty.models import Certification
 from keyparty.models import Event
 from keyparty.models import Key
 from keyparty.models import UserID
 from keyparty.models import utcnow
 from keyparty.network import is_loopback
+from keyparty.partylist import group_digest
 from keyparty.partylist import group_fingerprint
 from keyparty.proof import join_url
 from keyparty.registration import hash_token
@@ -214,6 +216,15 @@ def _one_line(text: str, limit: int = 150) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _plain_address(address: str | None) -> bool:
+    """Whether `address` is one plain addr-spec that a To: header can carry as it is."""
+    try:
+        parsed = Address(addr_spec=address or "")
+    except (ValueError, IndexError, HeaderParseError):
+        return False
+    return parsed.addr_spec == address and not any(c.isspace() for c in address)
+
+
 def _recipient(certification: Certification) -> str:
     """The certified user ID's own address, checked to be one plain address."""
     return checked_address((certification.user_id.email if certification.user_id else None) or "")
@@ -221,11 +232,7 @@ def _recipient(certification: Certification) -> str:
 
 def checked_address(address: str) -> str:
     """`address` if it is one plain address mail can be sent to, else DeliveryError."""
-    try:
-        parsed = Address(addr_spec=address)
-    except (ValueError, IndexError, HeaderParseError):
-        parsed = None
-    if parsed is None or parsed.addr_spec != address or any(c.isspace() for c in address):
+    if not _plain_address(address):
         raise DeliveryError(f"{_one_line(address)!r} is not an address mail can be sent to.")
     return address
 
@@ -288,6 +295,19 @@ keyparty, for {event_name}
 """
 
 
+def _addressed(sender: str, address: str, subject: str) -> EmailMessage:
+    """A new mail with From, To, Subject, Date and a Message-ID (pius #152:
+    servers reject mail without one) in the sender's domain."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = address
+    message["Subject"] = subject
+    message["Date"] = format_datetime(datetime.now(UTC))
+    sender_domain = (_envelope_address(sender) or DEFAULT_SENDER).rpartition("@")[2]
+    message["Message-ID"] = make_msgid(domain=sender_domain)
+    return message
+
+
 def compose(
     event: Event, certification: Certification, token: str, base_url: str, sender: str
 ) -> EmailMessage:
@@ -333,13 +353,7 @@ def pgp_mime(ciphertext: bytes, sender: str, to: list[str], subject: str) -> Ema
     encrypted.set_param("name", "encrypted.asc")
     encrypted["Content-Description"] = "OpenPGP encrypted message"
 
-    sender_domain = (_envelope_address(sender) or DEFAULT_SENDER).rpartition("@")[2]
-    outer = EmailMessage()
-    outer["From"] = sender
-    outer["To"] = ", ".join(to)
-    outer["Subject"] = subject
-    outer["Date"] = format_datetime(datetime.now(UTC))
-    outer["Message-ID"] = make_msgid(domain=sender_domain)
+    outer = _addressed(sender, ", ".join(to), subject)
     outer["MIME-Version"] = "1.0"
     outer["Content-Type"] = 'multipart/encrypted; protocol="application/pgp-encrypted"'
     outer.set_payload([control, encrypted])
@@ -523,6 +537,178 @@ def _connect(settings: SmtpSettings) -> smtplib.SMTP:
     if smtp is not None:
         smtp.close()
     raise DeliveryError(f"Cannot send mail through {where}: {problem}. Nothing was sent.")
+
+
+# -- the party list, to every attendee ------------------------------------------
+
+
+def _list_recipient(attendee: Attendee) -> str | None:
+    """Where the list goes: the address the attendee registered with, else the
+    first address among their user IDs; None if neither is a plain address."""
+    candidates = [attendee.email] + [uid.email for key in attendee.keys for uid in key.user_ids]
+    return next((address for address in candidates if _plain_address(address)), None)
+
+
+def _list_letter(event: Event, attendee: Attendee) -> str:
+    name = _one_line(attendee.name)
+    event_name = _one_line(event.name)
+    when = f" ({event.date.isoformat()})" if event.date else ""
+    filename = f"partylist-{event.id}.txt"
+    numbers = ", ".join(f"{key.list_number:03d}" for key in attendee.keys if key.list_number)
+    sha256 = event.partylist_sha256 or ""
+    sha512 = event.partylist_sha512 or ""
+    return f"""\
+Hello {name},
+
+The party list of "{event_name}"{when} is frozen. It is attached to this
+mail as {filename}. Check your copy before the party:
+
+    sha256sum {filename}
+
+must print
+
+    {sha256}
+
+and `sha512sum {filename}` must print
+
+    {sha512[:64]}
+    {sha512[64:]}
+
+At the start of the party the host reads the same digests aloud:
+
+    SHA256 {" ".join(group_digest(sha256))}
+
+If they differ, your copy is not the list everyone else has: do not use it.
+Your own entry is number {numbers or "-"}: check that it is correct. Bring
+the list (printed, or the file), and tick the boxes of each person you check.
+
+------------------------------------------------------------------------
+
+{name} 様
+
+「{event_name}」{when} のパーティーリストが確定しました。このメールに
+{filename} として添付しています。パーティーの前に、お手元のコピーを確認して
+ください。
+
+    sha256sum {filename}
+
+が次を表示するはずです。
+
+    {sha256}
+
+パーティーの始めに、主催者が同じダイジェストを読み上げます。一致しない場合、
+そのコピーは他の参加者と同じリストではありません。使わないでください。
+あなたのエントリーは {numbers or "-"} 番です。正しいことを確認してください。
+
+{SIGNATURE_SEPARATOR}
+keyparty, for {event_name}
+"""
+
+
+def party_list_mail(event: Event, attendee: Attendee, address: str, sender: str) -> EmailMessage:
+    """The frozen list for one attendee: the digests in the body (English and
+    Japanese), the exact frozen bytes attached (base64, so no mail system
+    re-encodes what is hashed)."""
+    if event.partylist is None:
+        raise DeliveryError(f"The party list of {event.id} is not frozen yet: `keyparty freeze`.")
+    message = _addressed(
+        sender, address, f"Party list of {_one_line(event.name, 120)}: check it before the party"
+    )
+    message.set_content(_list_letter(event, attendee))
+    message.add_attachment(
+        event.partylist.encode("utf-8"),
+        maintype="text",
+        subtype="plain",
+        cte="base64",
+        filename=f"partylist-{event.id}.txt",
+        params={"charset": "utf-8"},
+    )
+    return message
+
+
+@dataclass
+class ListMailReport(DeliveryReport):
+    """What mail_party_list() did: `sent` holds the attendees mailed over SMTP,
+    `written` the .eml files, `refused` (address, reason) for each mail that did
+    not go out, `skipped_no_address` the attendees with no address to send to."""
+
+    @property
+    def summary(self) -> str:
+        lines = []
+        if self.sent:
+            lines.append(f"Mailed the party list to {len(self.sent)} attendee(s).")
+        if self.written:
+            lines.append(
+                f"No SMTP server is configured (KEYPARTY_SMTP_HOST): wrote {len(self.written)} "
+                f"party list mail(s) as .eml files into {self.outbox}. Send each with "
+                "`sendmail -t < FILE`."
+            )
+        for address, reason in self.refused:
+            lines.append(f"Not sent to {address}: {reason}. `keyparty mail-list` tries it again.")
+        if self.skipped_no_address:
+            lines.append(
+                f"{self.skipped_no_address} attendee(s) have no email address: they download "
+                "the list on their phone page."
+            )
+        return "\n".join(lines) or "Every attendee was mailed the party list already."
+
+
+def mail_party_list(
+    event: Event,
+    settings: SmtpSettings | None,
+    outbox: Path,
+    sender: str | None = None,
+    again: bool = False,
+) -> ListMailReport:
+    """Mail the frozen list to each attendee not mailed yet (every one with
+    `again`): over one SMTP connection, or as .eml files into `outbox` when
+    there is no server. Attendees without an address are counted in
+    `skipped_no_address`; a refused recipient does not stop the others.
+    """
+    if event.partylist is None:
+        raise DeliveryError(f"The party list of {event.id} is not frozen yet: `keyparty freeze`.")
+    sender = settings.sender if settings else (sender or current_app.config.get("SMTP_SENDER"))
+    sender = sender or DEFAULT_SENDER
+    if not _envelope_address(sender):
+        raise DeliveryError(f"Sender {sender!r} is not an email address.")
+    report = ListMailReport()
+    ready: list[tuple[Attendee, EmailMessage]] = []
+    for attendee in event.attendees:
+        if attendee.list_mailed_at and not again:
+            continue
+        address = _list_recipient(attendee)
+        if address is None:
+            report.skipped_no_address += 1
+            continue
+        ready.append((attendee, party_list_mail(event, attendee, address, sender)))
+    if not ready:
+        return report
+    if settings is None:
+        report.outbox = outbox
+        outbox.mkdir(parents=True, exist_ok=True)
+        for attendee, message in ready:
+            path = outbox / f"{event.id}-partylist-{attendee.id}.eml"
+            path.write_bytes(message.as_bytes(policy=policy.default))
+            attendee.list_mailed_at = utcnow()
+            report.written.append(path)
+        db.session.commit()
+        return report
+    with _connect(settings) as smtp:
+        envelope_from = _envelope_address(settings.sender)
+        for attendee, message in ready:
+            address = message["To"]
+            try:
+                smtp.send_message(message, from_addr=envelope_from, to_addrs=[address])
+            except smtplib.SMTPServerDisconnected:
+                report.refused.append((address, "the mail server closed the connection"))
+                break
+            except (smtplib.SMTPException, OSError) as problem:
+                report.refused.append((address, _smtp_reason(problem, address)))
+                continue
+            attendee.list_mailed_at = utcnow()
+            db.session.commit()
+            report.sent.append(attendee)
+    return report
 
 
 # -- the owner's answer (O1) -----------------------------------------------------

@@ -15,6 +15,7 @@ from datetime import date
 from datetime import datetime
 from pathlib import Path
 
+from flask import Response
 from flask import current_app
 from sqlalchemy import func
 from sqlalchemy import select
@@ -132,7 +133,19 @@ def freeze(event: Event, now: datetime) -> None:
     write_party_list(event, event_files(event) / "partylist.txt")
 
 
+def _usage(capabilities: str) -> str:
+    """The primary key's own usage in the order gpg prints it, e.g. "SC" from "scESC"."""
+    own = {c.upper() for c in capabilities if c.islower()}
+    return "".join(c for c in "SCEA" if c in own)
+
+
 def party_list_entries(event: Event) -> list[ListEntry]:
+    """The list's entries; usage flags are read from the event's GnuPG home."""
+    fingerprints = [key.fingerprint for key in event.keys]
+    usage = {
+        record.fingerprint: _usage(record.capabilities)
+        for record in event_home(event).list_keys(fingerprints)
+    }
     return [
         ListEntry(
             number=key.list_number,
@@ -141,6 +154,7 @@ def party_list_entries(event: Event) -> list[ListEntry]:
             created=key.created.date(),
             expires=key.expires.date() if key.expires else None,
             user_ids=tuple(uid.text for uid in key.user_ids),
+            usage=usage.get(key.fingerprint, ""),
         )
         for key in event.keys
     ]
@@ -152,6 +166,34 @@ def write_party_list(event: Event, path: Path) -> Path:
         raise ValueError(f"The party list of {event.id} is not frozen yet: `keyparty freeze`.")
     path.write_bytes(event.partylist.encode("utf-8"))
     return path
+
+
+def party_list_name(event: Event) -> str:
+    """The file name every download of the list carries: partylist-EVENT.txt."""
+    return f"partylist-{event.id}.txt"
+
+
+def party_list_download(event: Event) -> Response:
+    """The frozen list as a download: exactly the frozen bytes, whoever asks
+    (host page, phone, public event page), so every copy has the read-aloud digest."""
+    if event.partylist is None:
+        raise ValueError(f"The party list of {event.id} is not frozen yet: `keyparty freeze`.")
+    return Response(
+        event.partylist.encode("utf-8"),
+        headers={
+            "Content-Type": "text/plain; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="{party_list_name(event)}"',
+            # A proxy or browser must not re-encode or compress what is hashed.
+            "Cache-Control": "no-transform",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+def set_publish_list(event: Event, publish: bool) -> None:
+    """Offer (or stop offering) the frozen list on the public event page."""
+    event.publish_list = publish
+    db.session.commit()
 
 
 def counts(event: Event) -> dict[str, int]:

@@ -63,6 +63,8 @@ class Event(db.Model):
     # C1: notations are written as context@DOMAIN and event@DOMAIN.
     notation_domain: Mapped[str] = mapped_column(String(100), default="keyparty.org")
     policy_url: Mapped[str | None] = mapped_column(String(500))
+    # The host chose to offer the frozen list on the public event page (as FOSDEM does).
+    publish_list: Mapped[bool] = mapped_column(default=False)
     # Bumped with every change to the event's keys, and to what owners
     # accepted: each machine's GnuPG homes (working copies) carry the
     # generation they were built at and are rebuilt when it differs.
@@ -98,6 +100,8 @@ class Attendee(db.Model):
     signing_token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
     # T4: the attendee confirmed their own entry and the list digest.
     entry_confirmed_at: Mapped[datetime | None]
+    # When the frozen list was mailed to this attendee (`keyparty mail-list`).
+    list_mailed_at: Mapped[datetime | None]
 
     event: Mapped[Event] = relationship(back_populates="attendees")
     keys: Mapped[list[Key]] = relationship(back_populates="attendee", order_by="Key.id")

@@ -25,7 +25,9 @@ __all__ = [
     "safe_text",
 ]
 
-BOX_LINE = "[ ] Fingerprint OK  [ ] ID OK"
+BOX_LINE = "[ ] Fingerprint OK        [ ] ID OK"
+# gpg 2.2 pads "uid" to where it prints the validity; gpgsigs reads `uid +(.*)`.
+UID_PREFIX = "uid" + " " * 22
 
 _FINGERPRINT = re.compile(r"[0-9A-F]{40}")
 
@@ -47,6 +49,8 @@ class ListEntry:
     created: date
     expires: date | None
     user_ids: tuple[str, ...]
+    # The primary key's usage as gpg prints it in brackets ("SC", "C"); "" to leave out.
+    usage: str = ""
 
 
 def normalize_fingerprint(fpr: str) -> str:
@@ -118,27 +122,62 @@ def _instructions() -> list[str]:
         "where FILE is your copy of this file, exactly as downloaded. Both",
         "commands must print the digests the host reads aloud; if either one",
         "differs, your copy is not the list everyone else has: do not use it.",
+        "Write the digests into the Checksum lines below on your printout.",
         "",
         "Bring a printed copy of this file, or the file itself. Check that your",
         "own entry is correct. Then, as you check each person, tick their boxes:",
         "Fingerprint OK when the fingerprint they show matches the one printed",
         "here, ID OK when you have checked who they are. Certify only user IDs",
         "you checked yourself, and only after the party.",
+        "",
+        "The entries below are laid out as gpgparticipants (signing-party) lays",
+        "them out, so caff and gpgsigs read this file: in a copy, put an x in",
+        "the boxes you ticked and in each Checksum box, then `caff < COPY`.",
     ]
 
 
-def _entry_lines(entry: ListEntry, width: int) -> list[str]:
-    expiry = f"expires {_day(entry.expires)}" if entry.expires else "no expiry"
-    indent = " " * (width + 2)
+# gpgparticipants' blanks for a digest: groups of four underscores, eight to a
+# line, the box at column 77. caff reads "ALGO Checksum:" lines and their
+# continuation lines up to the box, and wants the box ticked ([x]).
+_CHECKSUM_INDENT = " " * len("SHA256 Checksum: ")
+_CHECKSUM_BLANKS = "____ ____   ____ ____   ____ ____   ____ ____"
+_CHECKSUM_BOX_COLUMN = 76
+
+
+def _checksum_lines(algorithm: str, hex_length: int) -> list[str]:
+    """Blanks for one digest: a row per 32 hex digits, a blank line between rows."""
+    rows = [_CHECKSUM_INDENT + _CHECKSUM_BLANKS for _ in range(hex_length // 32)]
+    rows[0] = f"{algorithm} Checksum: {_CHECKSUM_BLANKS}"
+    rows[-1] = rows[-1].ljust(_CHECKSUM_BOX_COLUMN) + "[ ]"
+    lines = []
+    for row in rows:
+        lines.extend([row, ""])
+    return lines[:-1]
+
+
+SEPARATOR = "_" * 79
+
+
+def _gpg_pub_line(entry: ListEntry) -> str:
+    """`pub` as `gpg --list-keys` prints it (GnuPG 2.2): algorithm, created, usage, expiry."""
+    parts = [f"pub   {_line_value(entry.algorithm)}", _day(entry.created)]
+    if entry.usage:
+        parts.append(f"[{_line_value(entry.usage)}]")
+    if entry.expires:
+        parts.append(f"[expires: {_day(entry.expires)}]")
+    return " ".join(parts)
+
+
+def _entry_lines(entry: ListEntry) -> list[str]:
     lines = [
-        f"{entry.number:0{width}d}  {BOX_LINE}",
-        f"{indent}pub  {_line_value(entry.algorithm)}, created {_day(entry.created)}, {expiry}",
-        f"{indent}     {group_fingerprint(entry.fingerprint)}",
+        f"{entry.number:03d}  {BOX_LINE}",
+        _gpg_pub_line(entry),
+        f"      {group_fingerprint(entry.fingerprint)}",
     ]
     if entry.user_ids:
-        lines.extend(f"{indent}uid  {_line_value(uid)}" for uid in entry.user_ids)
+        lines.extend(f"{UID_PREFIX}{_line_value(uid)}" for uid in entry.user_ids)
     else:
-        lines.append(f"{indent}(no user ID)")
+        lines.append("      (no user ID)")
     return lines
 
 
@@ -152,7 +191,10 @@ def render_party_list(
     """The party list as text: the same inputs always give the same string.
 
     Entries are listed by number (each number at most once, all positive);
-    user IDs keep the order given.
+    user IDs keep the order given. The layout of the checksum blanks and the
+    entries is gpgparticipants' (Debian signing-party 2.11): numbers `001`,
+    gpg's own `pub`, fingerprint and `uid` lines, a line of underscores after
+    each entry; caff and gpgsigs parse exactly these shapes.
     """
     ordered = sorted(entries, key=lambda entry: entry.number)
     numbers = [entry.number for entry in ordered]
@@ -160,7 +202,6 @@ def render_party_list(
         raise ValueError("two entries of the party list have the same number")
     if numbers and numbers[0] < 1:
         raise ValueError("party list numbers start at 1")
-    width = len(str(numbers[-1])) if numbers else 1
 
     title = "Key-signing party list"
     lines = [
@@ -175,18 +216,23 @@ def render_party_list(
         "",
         *_instructions(),
         "",
+        "",
+        *_checksum_lines("SHA256", 64),
+        "",
+        *_checksum_lines("SHA512", 128),
+        "",
+        "",
         "Keys",
         "----",
         "",
     ]
     if not ordered:
         lines.append("(no keys)")
-    for position, entry in enumerate(ordered):
-        if position:
-            lines.append("")
-        lines.extend(_entry_lines(entry, width))
+    for entry in ordered:
+        lines.extend(_entry_lines(entry))
+        lines.extend(["", SEPARATOR, ""])
     # Values are escaped above; this only tidies lines whose value was empty.
-    return "".join(line.rstrip() + "\n" for line in lines)
+    return "".join(line.rstrip() + "\n" for line in lines).rstrip("\n") + "\n"
 
 
 def digests(text: str) -> dict[str, str]:

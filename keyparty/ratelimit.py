@@ -13,6 +13,8 @@ import math
 import random
 import time
 
+from flask import current_app
+from flask import has_app_context
 from sqlalchemy import delete
 from sqlalchemy import text
 
@@ -49,6 +51,10 @@ def hit(key: str, limit: int, per_seconds: float) -> int:
     request changes anything. (A second connection would not do on SQLite: a
     request that read before another connection committed cannot write after.)
     """
+    # Behind NAT or a proxy without forwarded addresses many people share one
+    # address: the host scales every limit (KEYPARTY_RATE_LIMIT_FACTOR).
+    if has_app_context():
+        limit = math.ceil(limit * current_app.config.get("RATE_LIMIT_FACTOR", 1))
     now = time.time()
     hits, window_start = db.session.execute(
         _HIT, {"key": key[:200], "now": now, "per": per_seconds}

@@ -3,19 +3,23 @@ certifications, and what expires soon (D4)."""
 
 from __future__ import annotations
 
-import math
 from collections import Counter
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
-from xml.sax.saxutils import escape
 
 from sqlalchemy import select
 
+from keyparty import graphviz
 from keyparty.extensions import db
+from keyparty.graphviz import quote
 from keyparty.models import Attendee
 from keyparty.models import Certification
 from keyparty.models import Event
+from keyparty.partylist import safe_text
 from keyparty.publishing import owner_accepted
 from keyparty.verification import totals as verification_totals
 
@@ -65,43 +69,194 @@ def given_and_received(attendee: Attendee) -> tuple[list[Certification], list[Ce
     return given, received
 
 
-def graph_svg(event: Event, size: int = 640) -> str:
-    """Keys on a circle, labelled by list number; an arrow per published
-    certification (signer → key). Drawn here: no external service."""
-    keys = sorted(event.keys, key=lambda k: k.list_number or 0)
-    centre, radius = size / 2, size / 2 - 40
-    where = {}
-    for i, key in enumerate(keys):
-        angle = 2 * math.pi * i / max(len(keys), 1) - math.pi / 2
-        where[key.fingerprint] = (
-            centre + radius * math.cos(angle),
-            centre + radius * math.sin(angle),
-        )
-    edges = {
+# -- the graph of published certifications ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Published certifications between the keys of the list, as plain data.
+
+    nodes: fingerprint -> (list number, attendee name); edges: (signer's
+    fingerprint, certified key's fingerprint), each pair once however many user
+    IDs or contexts it covers.
+    """
+
+    nodes: dict[str, tuple[int, str]]
+    edges: frozenset[tuple[str, str]]
+
+
+def certification_graph(event: Event) -> Graph:
+    """The event's keys and its owner-accepted certifications between them (O1)."""
+    nodes = {
+        key.fingerprint: (key.list_number or 0, key.attendee.name if key.attendee else "")
+        for key in event.keys
+    }
+    edges = frozenset(
         (c.issuer_fingerprint, c.target_fingerprint)
         for c in owner_accepted(event)
-        if c.issuer_fingerprint in where and c.target_fingerprint in where
-    }
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {size} {size}" '
-        f'width="{size}" height="{size}" role="img">',
-        f"<title>{escape(event.name)}: published certifications</title>",
-        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="18" refY="5" markerWidth="6" '
-        'markerHeight="6" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#456"/></marker></defs>',
-        '<rect width="100%" height="100%" fill="white"/>',
-    ]
+        if c.issuer_fingerprint in nodes
+        and c.target_fingerprint in nodes
+        and c.issuer_fingerprint != c.target_fingerprint
+    )
+    return Graph(nodes, edges)
+
+
+def _successors(nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {node: [] for node in nodes}
     for source, target in sorted(edges):
-        (x1, y1), (x2, y2) = where[source], where[target]
-        parts.append(
-            f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="#456" '
-            'stroke-width="1.2" marker-end="url(#arrow)"/>'
-        )
-    for key in keys:
-        x, y = where[key.fingerprint]
-        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="12" fill="#0b5fff"/>')
-        parts.append(
-            f'<text x="{x:.1f}" y="{y + 4:.1f}" font-size="11" text-anchor="middle" '
-            f'fill="white" font-family="sans-serif">{key.list_number or ""}</text>'
-        )
-    parts.append("</svg>")
-    return "\n".join(parts) + "\n"
+        out.setdefault(source, []).append(target)
+        out.setdefault(target, [])
+    return out
+
+
+def strongly_connected_sets(
+    nodes: Iterable[str], edges: Iterable[tuple[str, str]]
+) -> list[set[str]]:
+    """The strongly connected components (Tarjan, without recursion), largest first.
+
+    Two keys are in one set when each reaches the other along certifications.
+    """
+    successors = _successors(nodes, edges)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[set[str]] = []
+    for root in successors:
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, position = work.pop()
+            if position == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            children = successors[node]
+            if position < len(children):
+                work.append((node, position + 1))
+                child = children[position]
+                if child not in index:
+                    work.append((child, 0))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            if low[node] == index[node]:
+                component = set()
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.add(member)
+                    if member == node:
+                        break
+                found.append(component)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return sorted(found, key=lambda c: (-len(c), sorted(c)))
+
+
+def mean_shortest_distance(members: set[str], edges: Iterable[tuple[str, str]]) -> float | None:
+    """Mean number of certification steps from one member to another, over all
+    ordered pairs of different members (keyanalyze's figure for the strong set).
+
+    None for fewer than two members. Every member must reach every other (a
+    strongly connected set); ValueError otherwise.
+    """
+    if len(members) < 2:
+        return None
+    successors = _successors(members, ((s, t) for s, t in edges if s in members and t in members))
+    total = 0
+    for start in members:
+        distance = {start: 0}
+        queue = deque([start])
+        while queue:
+            node = queue.popleft()
+            for child in successors[node]:
+                if child not in distance:
+                    distance[child] = distance[node] + 1
+                    queue.append(child)
+        if len(distance) != len(members):
+            raise ValueError("not a strongly connected set: some member does not reach another")
+        total += sum(distance.values())
+    return total / (len(members) * (len(members) - 1))
+
+
+def graph_figures(graph: Graph) -> dict:
+    """Event-wide figures (P5: nothing per attendee): keys, published
+    certification pairs, mutual pairs, the largest strongly connected set and
+    the mean shortest distance within it."""
+    strong = strongly_connected_sets(graph.nodes, graph.edges)
+    largest = strong[0] if strong and len(strong[0]) > 1 else set()
+    mutual = sum(1 for s, t in graph.edges if (t, s) in graph.edges) // 2
+    return {
+        "keys": len(graph.nodes),
+        "certifying pairs": len(graph.edges),
+        "mutual pairs": mutual,
+        "largest strongly connected set": len(largest),
+        "mean shortest distance in it": mean_shortest_distance(largest, graph.edges),
+    }
+
+
+# Past this many keys the hierarchical `dot` layout tangles: a force-directed
+# layout (sfdp) with overlap removal keeps every label readable.
+LARGE_GRAPH = 40
+NAME_LIMIT = 40
+
+
+def _label(number: int, name: str) -> str:
+    name = safe_text(" ".join(name.split()))
+    if len(name) > NAME_LIMIT:
+        name = name[: NAME_LIMIT - 1] + "…"
+    return f"{number:03d}\n{name}" if name else f"{number:03d}"
+
+
+def graph_dot(graph: Graph, title: str) -> str:
+    """DOT source: a node per key labelled with its list number and name, an
+    arrow per signer → certified key, one double-headed arrow for a mutual pair.
+
+    Names and the title are strangers' text: made visible (safe_text) and quoted
+    (graphviz.quote); node ids are k<number>, never a name.
+    """
+    large = len(graph.nodes) > LARGE_GRAPH
+    ids = {fpr: f"k{n}" for n, fpr in enumerate(sorted(graph.nodes, key=graph.nodes.get), 1)}
+    lines = [
+        "digraph certifications {",
+        f"  graph [label={quote(safe_text(title))}, labelloc=t, fontsize=18, fontname=sans,"
+        " outputorder=edgesfirst, pad=0.3, bgcolor=white"
+        + (', overlap=prism, overlap_scaling=-4, sep="+6", splines=false' if large else "")
+        + (", rankdir=LR, nodesep=0.3, ranksep=0.9" if not large else "")
+        + "];",
+        '  node [shape=box, style="rounded,filled", fillcolor="#e8f0ff", color="#0b5fff",'
+        ' fontname=sans, fontsize=11, margin="0.08,0.04"];',
+        '  edge [color="#456789", arrowsize=0.8, penwidth=1.2];',
+    ]
+    for fpr, (number, name) in sorted(graph.nodes.items(), key=lambda item: item[1]):
+        lines.append(f"  {ids[fpr]} [label={quote(_label(number, name))}];")
+    drawn = set()
+    for source, target in sorted(graph.edges, key=lambda e: (graph.nodes[e[0]], graph.nodes[e[1]])):
+        if (source, target) in drawn:
+            continue
+        if (target, source) in graph.edges:
+            drawn.add((target, source))
+            lines.append(
+                f'  {ids[source]} -> {ids[target]} [dir=both, color="#1a7f37", penwidth=2];'
+            )
+        else:
+            lines.append(f"  {ids[source]} -> {ids[target]};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def draw_graph(event: Event, fmt: str = "svg") -> bytes:
+    """The published certifications of `event` laid out by Graphviz, as SVG or PNG."""
+    graph = certification_graph(event)
+    title = f"{event.name}: published certifications (green ↔ = mutual)"
+    engine = "sfdp" if len(graph.nodes) > LARGE_GRAPH else "dot"
+    return graphviz.render(graph_dot(graph, title), fmt, engine)
+
+
+def inline_svg(svg: bytes) -> str:
+    """Graphviz's SVG without its XML prolog and DOCTYPE, to embed in a page."""
+    text = svg.decode("utf-8")
+    return text[text.index("<svg") :]

@@ -113,6 +113,15 @@ def check_digest(bundle: dict, digest: str) -> bool:
     return given in party_list_digests(bundle).values()
 
 
+def write_party_list(bundle: dict, out: Path) -> Path:
+    """The bundle's party list as the file everyone has (exact bytes), in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    event_id = re.sub(r"[^A-Za-z0-9._-]", "_", str(bundle["event"]["id"]))[:64] or "event"
+    path = out / f"partylist-{event_id}.txt"
+    path.write_bytes(bundle["party_list"].encode("utf-8"))
+    return path
+
+
 def listed_fingerprints(party_list: str) -> set[str]:
     """The fingerprints printed in the party list (groups of four hex digits)."""
     found = re.findall(r"(?m)^\s+((?:[0-9A-F]{4}\s{1,2}){9}[0-9A-F]{4})\s*$", party_list)

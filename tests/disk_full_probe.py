@@ -25,11 +25,10 @@ with app.app_context():
     db.session.commit()
     db.session.remove()
 client = app.test_client()
-with open(os.path.join(mount, "filler"), "wb") as filler:
+with open(os.path.join(mount, "filler"), "wb", buffering=0) as filler:
     try:
         while True:
             filler.write(b"\0" * 65536)
-            filler.flush()
     except OSError:
         pass
 response = client.post(f"/e/{event_id}/register", data={"name": "Hanako", "key_text": key})

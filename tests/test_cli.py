@@ -53,7 +53,7 @@ def test_the_whole_host_flow_from_the_command_line(instance, tmp_path):
     assert hashlib.sha512(listing.read_bytes()).hexdigest() == printed["SHA512"]
     text = listing.read_text(encoding="utf-8")
     assert "Rust & Crypto 東京" in text and "山田花子 <hanako@example.jp>" in text
-    assert text.count("[ ] Fingerprint OK  [ ] ID OK") == 3
+    assert text.count("[ ] Fingerprint OK        [ ] ID OK") == 3
 
     badges = tmp_path / "badges.html"
     assert keyparty(instance, "badges", event_id, "-o", str(badges)).returncode == 0

@@ -78,7 +78,8 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "keyparty", "serve", "--host", "127.0.0.1"]
             + ["--port", str(self.port), "--per-address", "64"],
-            # Every registration comes from loopback: no per-address limit here.
+            # Rate limits outlive a kill (they are in the database): this
+            # one client registers more keys than a person would.
             env={
                 **os.environ,
                 "KEYPARTY_INSTANCE": str(self.instance),

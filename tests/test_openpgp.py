@@ -1057,17 +1057,13 @@ def test_minimal_key_refuses_wrong_requests():
         minimal_key(v3, b"Old", [])
 
 
-def test_thousand_certifications_are_read_fast():
+def test_thousand_certifications_are_read_whole():
+    # Speed is measured in bench/, not here: a loaded CI machine is no clock.
     key = certified_key(1000)
     [block] = read_keys(key)
-    best = float("inf")
-    for _ in range(3):
-        began = time.perf_counter()
-        first, _ = user_id_signatures(block)
-        best = min(best, time.perf_counter() - began)
+    first, _ = user_id_signatures(block)
     assert len(first.signatures) == 1001
     assert all(s.notation("context@keyparty.org") == b"identity" for s in first.signatures[1:])
-    assert best < 0.05, best
 
 
 # --- robustness and speed -------------------------------------------------------------

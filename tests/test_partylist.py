@@ -35,6 +35,7 @@ def three_entries() -> list[ListEntry]:
             created=date(2024, 1, 2),
             expires=date(2027, 1, 2),
             user_ids=("山田太郎 <taro@example.jp>", "Yamada Taro <taro@example.org>"),
+            usage="SC",
         ),
         ListEntry(
             number=2,
@@ -43,6 +44,7 @@ def three_entries() -> list[ListEntry]:
             created=date(2021, 6, 30),
             expires=None,
             user_ids=("ليلى أحمد <layla@example.org>",),
+            usage="SC",
         ),
         ListEntry(
             number=3,
@@ -71,28 +73,49 @@ def keys_section(text: str) -> str:
     return text.split("Keys\n----\n\n", 1)[1]
 
 
-# The example: what the entries of a three-key list look like, exactly.
-EXPECTED_KEYS = """\
-1  [ ] Fingerprint OK  [ ] ID OK
-   pub  ed25519, created 2024-01-02, expires 2027-01-02
-        0123 4567 89AB CDEF 0123  4567 89AB CDEF 0123 4567
-   uid  山田太郎 <taro@example.jp>
-   uid  Yamada Taro <taro@example.org>
+SEP = "_" * 79
 
-2  [ ] Fingerprint OK  [ ] ID OK
-   pub  rsa3072, created 2021-06-30, no expiry
-        89AB CDEF 0123 4567 89AB  CDEF 0123 4567 89AB CDEF
-   uid  ليلى أحمد <layla@example.org>
+# The example: what the entries of a three-key list look like, exactly
+# (gpgparticipants' layout: gpg's own pub/uid lines, a separator after each).
+EXPECTED_KEYS = f"""\
+001  [ ] Fingerprint OK        [ ] ID OK
+pub   ed25519 2024-01-02 [SC] [expires: 2027-01-02]
+      0123 4567 89AB CDEF 0123  4567 89AB CDEF 0123 4567
+uid                      山田太郎 <taro@example.jp>
+uid                      Yamada Taro <taro@example.org>
 
-3  [ ] Fingerprint OK  [ ] ID OK
-   pub  ed25519, created 2025-12-01, expires 2026-12-01
-        FEDC BA98 7654 3210 FEDC  BA98 7654 3210 FEDC BA98
-   uid  Mallory <m@example.org>\\x0a[GNUPG:] GOODSIG 0000000000000000 Alice\\x1b[31m
+{SEP}
+
+002  [ ] Fingerprint OK        [ ] ID OK
+pub   rsa3072 2021-06-30 [SC]
+      89AB CDEF 0123 4567 89AB  CDEF 0123 4567 89AB CDEF
+uid                      ليلى أحمد <layla@example.org>
+
+{SEP}
+
+003  [ ] Fingerprint OK        [ ] ID OK
+pub   ed25519 2025-12-01 [expires: 2026-12-01]
+      FEDC BA98 7654 3210 FEDC  BA98 7654 3210 FEDC BA98
+uid                      Mallory <m@example.org>\\x0a[GNUPG:] GOODSIG 0000000000000000 Alice\\x1b[31m
+
+{SEP}
 """
 
 
 def test_entries_render_as_in_the_example():
     assert keys_section(render()) == EXPECTED_KEYS
+
+
+def test_checksum_blanks_as_gpgparticipants_writes_them():
+    text = render()
+    sha256 = (
+        "SHA256 Checksum: ____ ____   ____ ____   ____ ____   ____ ____\n\n"
+        "                 ____ ____   ____ ____   ____ ____   ____ ____              [ ]\n"
+    )
+    assert sha256 in text
+    start = text.index("SHA512 Checksum:")
+    block = text[start : text.index("[ ]", start) + 3]
+    assert block.count("____") == 32 and block.count("\n\n") == 3
 
 
 def test_list_has_each_fingerprint_grouped_and_a_box_line_per_entry():
@@ -102,7 +125,7 @@ def test_list_has_each_fingerprint_grouped_and_a_box_line_per_entry():
         assert fpr not in text  # only ever shown grouped
     box_lines = [line for line in text.splitlines() if line.endswith(BOX_LINE)]
     assert len(box_lines) == 3
-    assert BOX_LINE == "[ ] Fingerprint OK  [ ] ID OK"
+    assert BOX_LINE == "[ ] Fingerprint OK        [ ] ID OK"
 
 
 def test_control_characters_in_user_ids_are_escaped():
@@ -112,15 +135,15 @@ def test_control_characters_in_user_ids_are_escaped():
     # The user ID stays on its one uid line: no line of the file starts a status line.
     assert not any(line.startswith("[GNUPG:]") for line in text.split("\n"))
     (evil_line,) = [line for line in text.split("\n") if "GOODSIG" in line]
-    assert evil_line.lstrip().startswith("uid  Mallory <m@example.org>\\x0a[GNUPG:]")
+    assert evil_line.startswith("uid                      Mallory <m@example.org>\\x0a[GNUPG:]")
     # Every line break in the file is a plain LF ending a line of our own.
     assert text.splitlines() == text.split("\n")[:-1]
 
 
 def test_japanese_and_arabic_are_kept_as_they_are():
     text = render()
-    assert "   uid  山田太郎 <taro@example.jp>\n" in text
-    assert "   uid  ليلى أحمد <layla@example.org>\n" in text
+    assert "\nuid                      山田太郎 <taro@example.jp>\n" in text
+    assert "\nuid                      ليلى أحمد <layla@example.org>\n" in text
 
 
 def test_header_and_instructions():
@@ -157,11 +180,11 @@ def test_file_format_utf8_lf_final_newline_no_trailing_spaces():
     assert "\r" not in text
     for line in text.split("\n"):
         assert line == line.rstrip(), repr(line)
-    assert "uid  Trailing\\x20\\x20\n" in text
+    assert "uid                      Trailing\\x20\\x20\n" in text
     assert "Event:     Name ending in a space\\x20\n" in text
     text.encode("utf-8")  # every character encodable
-    # Entries are separated by one blank line.
-    assert "\n\n2  [ ] Fingerprint OK" in text
+    # Entries are separated by a line of underscores between blank lines.
+    assert f"\n\n{SEP}\n\n002  [ ] Fingerprint OK" in text
     assert "\n\n\n" not in keys_section(text)
 
 
@@ -172,22 +195,19 @@ def test_rendering_is_deterministic():
     assert digests(render()) == digests(first)
 
 
-def test_numbers_are_padded_to_the_widest():
+def test_numbers_have_three_digits_as_gpgparticipants_writes_them():
     def entries(numbers):
         return [
             ListEntry(n, f"{n:040X}", "ed25519", date(2024, 1, 1), None, (f"User {n}",))
             for n in numbers
         ]
 
-    text = keys_section(render(entries(range(1, 13))))
-    assert text.startswith("01  [ ] Fingerprint OK")
-    assert "\n09  [ ] Fingerprint OK" in text
-    assert "\n12  [ ] Fingerprint OK" in text
-    assert "\n    pub  ed25519" in text  # details line up under the boxes
-
-    text = keys_section(render(entries([7, 100])))
-    assert text.startswith("007  [ ] Fingerprint OK")
-    assert "\n100  [ ] Fingerprint OK" in text
+    text = keys_section(render(entries([1, 12, 999, 1000])))
+    assert text.startswith("001  [ ] Fingerprint OK")
+    assert "\n012  [ ] Fingerprint OK" in text
+    assert "\n999  [ ] Fingerprint OK" in text
+    assert "\n1000  [ ] Fingerprint OK" in text
+    assert "\npub   ed25519 2024-01-01\n" in text  # no usage known, no expiry
 
 
 def test_numbers_must_be_unique_and_positive():
@@ -200,7 +220,7 @@ def test_numbers_must_be_unique_and_positive():
 
 def test_key_without_user_ids_and_empty_list():
     text = render([ListEntry(1, FPR_JA, "ed25519", date(2024, 1, 1), None, ())])
-    assert "   (no user ID)\n" in text
+    assert "\n      (no user ID)\n" in text
     assert keys_section(render([])) == "(no keys)\n"
 
 

@@ -211,14 +211,14 @@ def test_the_report_has_event_wide_totals_a_graph_and_what_expires(
     )
     totals = report.totals(certified_event)
     assert totals["certifications"] == {"awaiting owner": 3, "published": 1}
-    svg = report.graph_svg(certified_event)
-    assert svg.count("<line") == 1 and svg.count("<circle") == 3
+    graph = report.certification_graph(certified_event)
+    assert len(graph.nodes) == 3 and len(graph.edges) == 1
     assert len(report.expiring(publishing.owner_accepted(certified_event), 400)) == 1
     assert report.expiring(publishing.owner_accepted(certified_event), 30) == []
     result = runner.invoke(args=["report", certified_event.id, "--graph", str(tmp_path / "g.svg")])
     assert result.exit_code == 0, result.output
     assert "published 1" in result.output and "Alice" not in result.output
-    assert (tmp_path / "g.svg").read_text().startswith("<svg")
+    assert "<svg" in (tmp_path / "g.svg").read_text()
 
 
 def test_purge_keeps_exports_and_totals_only(app, runner, certified_event):

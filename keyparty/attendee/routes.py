@@ -443,6 +443,34 @@ def signing_bundle():
     return response
 
 
+@blueprint.route("/me/partylist.txt")
+def my_party_list():
+    """The frozen list for every attendee: their own copy to check with sha256sum."""
+    event = _require_me().event
+    if event.partylist is None:
+        abort(404)
+    return events.party_list_download(event)
+
+
+@blueprint.route("/e/<event_id>")
+def event_page(event_id: str):
+    """The public page of an event; the list is offered when the host published it."""
+    event = _event_or_404(event_id)
+    return render_template("event.html", event=event, published=_published(event))
+
+
+def _published(event: Event) -> bool:
+    return bool(event.publish_list and event.partylist is not None)
+
+
+@blueprint.route("/e/<event_id>/partylist.txt")
+def public_party_list(event_id: str):
+    event = _event_or_404(event_id)
+    if not _published(event):
+        abort(404)
+    return events.party_list_download(event)
+
+
 @blueprint.route("/e/<event_id>/policy")
 def policy(event_id: str):
     return render_template(

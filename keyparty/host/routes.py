@@ -25,6 +25,7 @@ from markupsafe import Markup
 from keyparty import delivery
 from keyparty import events
 from keyparty import exports
+from keyparty import graphviz
 from keyparty import proof
 from keyparty import publishing
 from keyparty import ratelimit
@@ -169,6 +170,7 @@ def event(event_id: str):
         sha256_groups=group_digest(event.partylist_sha256) if event.partylist_sha256 else [],
         sha512_groups=group_digest(event.partylist_sha512) if event.partylist_sha512 else [],
         registration_url=f"{public_base_url(request.host_url)}/e/{event.id}/register",
+        event_url=f"{public_base_url(request.host_url)}/e/{event.id}",
         # O2 and T4 by name: a status of each entry, not a count per attendee (P5).
         unproven=proof.unproven(event),
         unconfirmed=proof.unconfirmed(event) if event.frozen_at else [],
@@ -256,14 +258,44 @@ def partylist(event_id: str):
     event = _event_or_404(event_id)
     if event.partylist is None:
         abort(404)
-    return Response(
-        event.partylist.encode("utf-8"),
-        mimetype="text/plain",
-        headers={
-            "Content-Disposition": f'attachment; filename="partylist-{event.id}.txt"',
-            "Content-Type": "text/plain; charset=utf-8",
-        },
+    return events.party_list_download(event)
+
+
+@blueprint.route("/e/<event_id>/publish-list", methods=["POST"])
+def publish_list(event_id: str):
+    """Offer the frozen list on the public event page, or stop offering it."""
+    event = _event_or_404(event_id)
+    if not StepForm().validate_on_submit():
+        abort(400)
+    publish = request.form.get("publish") == "1"
+    events.set_publish_list(event, publish)
+    where = f"{public_base_url(request.host_url)}/e/{event.id}"
+    flash(
+        f"The party list is published on {where} once frozen."
+        if publish
+        else "The party list is no longer on the public event page.",
+        "ok",
     )
+    return redirect(url_for("host.event", event_id=event.id))
+
+
+@blueprint.route("/e/<event_id>/mail-list", methods=["POST"])
+def mail_list(event_id: str):
+    """Mail the frozen list to every attendee not mailed yet (or write the outbox)."""
+    event = _event_or_404(event_id)
+    if not StepForm().validate_on_submit():
+        abort(400)
+    try:
+        result = delivery.mail_party_list(
+            event,
+            delivery.smtp_settings(current_app.config),
+            events.event_files(event) / "outbox",
+        )
+    except delivery.DeliveryError as problem:
+        flash(str(problem), "error")
+    else:
+        flash(result.summary, "error" if result.refused else "ok")
+    return redirect(url_for("host.event", event_id=event.id))
 
 
 @blueprint.route("/e/<event_id>/badges")
@@ -288,12 +320,35 @@ def keyring(event_id: str):
 @blueprint.route("/e/<event_id>/report")
 def report_page(event_id: str):
     event = _event_or_404(event_id)
+    try:
+        graph = Markup(report.inline_svg(report.draw_graph(event, "svg")))
+    except graphviz.GraphvizError as problem:
+        graph = None
+        flash(str(problem), "error")
     return render_template(
         "host/report.html",
         event=event,
         totals=report.totals(event),
-        graph=Markup(report.graph_svg(event)),
+        figures=report.graph_figures(report.certification_graph(event)),
+        graph=graph,
         expiring=len(report.expiring(publishing.owner_accepted(event), 60)),
+    )
+
+
+@blueprint.route("/e/<event_id>/report/graph.<fmt>")
+def report_graph(event_id: str, fmt: str):
+    """The graph as a file: SVG, or PNG for printing."""
+    event = _event_or_404(event_id)
+    if fmt not in graphviz.FORMATS:
+        abort(404)
+    try:
+        data = report.draw_graph(event, fmt)
+    except graphviz.GraphvizError as problem:
+        return Response(str(problem), status=503, mimetype="text/plain")
+    return Response(
+        data,
+        mimetype="image/svg+xml" if fmt == "svg" else "image/png",
+        headers={"Content-Disposition": f'attachment; filename="graph-{event.id}.{fmt}"'},
     )
 
 

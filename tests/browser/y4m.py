@@ -7,6 +7,7 @@ Chromium plays such a file as the camera with
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import qrcode
@@ -53,9 +54,15 @@ def qr_video(
     payload: str, path: Path, frames: int = 30, width: int = 640, height: int = 480
 ) -> Path:
     """Write a 4:2:0 YUV4MPEG2 video of frames identical frames showing payload's QR code."""
+    return luma_video(luma_plane(qr_modules(payload), width, height), path, width, height, frames)
+
+
+def luma_video(luma: bytes, path: Path, width: int, height: int, frames: int = 30) -> Path:
+    """Write a grey 4:2:0 YUV4MPEG2 video whose every frame is `luma` (width x height bytes)."""
     if width % 2 or height % 2:
         raise ValueError("4:2:0 video needs an even width and height")
-    luma = luma_plane(qr_modules(payload), width, height)
+    if len(luma) != width * height:
+        raise ValueError(f"{len(luma)} luma bytes for a {width}x{height} frame")
     chroma = bytes([NEUTRAL_CHROMA]) * ((width // 2) * (height // 2))
     frame = b"FRAME\n" + luma + chroma + chroma
     path = Path(path)
@@ -64,3 +71,38 @@ def qr_video(
         for _ in range(frames):
             out.write(frame)
     return path
+
+
+# Draws a PNG centred on a white frame, `fill` of its width or height, and
+# returns the frame's luma (BT.601) as base64: the browser decodes the PNG.
+_PNG_TO_LUMA = """async ([dataUrl, width, height, fill]) => {
+  const image = new Image();
+  image.src = dataUrl;
+  await image.decode();
+  const canvas = document.createElement("canvas");
+  canvas.width = width; canvas.height = height;
+  const context = canvas.getContext("2d");
+  context.fillStyle = "#fff";
+  context.fillRect(0, 0, width, height);
+  const scale = Math.min(width * fill / image.width, height * fill / image.height);
+  const w = image.width * scale, h = image.height * scale;
+  context.drawImage(image, (width - w) / 2, (height - h) / 2, w, h);
+  const rgba = context.getImageData(0, 0, width, height).data;
+  let out = "";
+  for (let i = 0; i < rgba.length; i += 4) {
+    out += String.fromCharCode(
+      Math.round(0.299 * rgba[i] + 0.587 * rgba[i + 1] + 0.114 * rgba[i + 2]));
+  }
+  return btoa(out);
+}"""
+
+
+def picture_video(
+    page, png: bytes, path: Path, width: int = 1280, height: int = 720, fill: float = 0.9
+) -> Path:
+    """A video of the picture `png` (e.g. a screenshot of a printed badge) as a
+    camera would see it held in front: centred, `fill` of the frame, in grey.
+    `page` is any Playwright page; its browser decodes and scales the picture."""
+    data_url = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    luma = base64.b64decode(page.evaluate(_PNG_TO_LUMA, [data_url, width, height, fill]))
+    return luma_video(luma, path, width, height)

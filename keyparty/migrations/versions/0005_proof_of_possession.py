@@ -5,8 +5,8 @@ attendee.session_secret_sha256) instead of a counter: every session opened
 before the upgrade ends, and phones join again (a new link, or re-join
 with proof). An attendee who redeemed a join link counts as proven.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-29 18:50:10.374138
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004"
-down_revision: str | Sequence[str] | None = "0003"
+revision: str = "0005"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

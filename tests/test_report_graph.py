@@ -1,0 +1,232 @@
+"""The report's picture: published certifications laid out by Graphviz, and
+keyanalyze's event-wide figures (largest strongly connected set, mean
+shortest distance within it) as plain functions over small known graphs."""
+
+from __future__ import annotations
+
+import random
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from keyparty import graphviz
+from keyparty import report
+from keyparty.report import Graph
+from keyparty.report import graph_dot
+from keyparty.report import graph_figures
+from keyparty.report import mean_shortest_distance
+from keyparty.report import strongly_connected_sets
+from tests.test_publishing import BOB_UID
+from tests.test_publishing import decide
+from tests.test_publishing import received
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+# -- figures on small known graphs --------------------------------------------
+
+
+def test_strongly_connected_sets_of_known_graphs():
+    # a <-> b -> c -> d -> c, e alone
+    edges = {("a", "b"), ("b", "a"), ("b", "c"), ("c", "d"), ("d", "c")}
+    sets = strongly_connected_sets("abcde", edges)
+    assert sets == [{"a", "b"}, {"c", "d"}, {"e"}]
+    # One cycle through everything.
+    ring = {(str(i), str((i + 1) % 6)) for i in range(6)}
+    assert strongly_connected_sets([str(i) for i in range(6)], ring) == [set("012345")]
+    # A chain has no set larger than one key.
+    chain = {("1", "2"), ("2", "3")}
+    assert [len(s) for s in strongly_connected_sets("123", chain)] == [1, 1, 1]
+    assert strongly_connected_sets([], set()) == []
+
+
+def test_strongly_connected_sets_without_recursion_limits():
+    # A 5000-key ring would overflow a recursive Tarjan.
+    n = 5000
+    ring = {(i, (i + 1) % n) for i in range(n)}
+    (only,) = strongly_connected_sets(range(n), ring)
+    assert len(only) == n
+
+
+def test_mean_shortest_distance_of_known_graphs():
+    # A mutual pair: every distance is 1.
+    assert mean_shortest_distance({"a", "b"}, {("a", "b"), ("b", "a")}) == 1
+    # A directed 3-ring: from each key 1 and 2 steps -> mean 1.5.
+    ring = {("a", "b"), ("b", "c"), ("c", "a")}
+    assert mean_shortest_distance({"a", "b", "c"}, ring) == 1.5
+    # A directed 4-ring: 1, 2, 3 -> 2.
+    ring4 = {("a", "b"), ("b", "c"), ("c", "d"), ("d", "a")}
+    assert mean_shortest_distance(set("abcd"), ring4) == 2
+    # Complete: all ones. Edges leaving the set do not count.
+    complete = {(x, y) for x in "abc" for y in "abc" if x != y} | {("a", "z")}
+    assert mean_shortest_distance(set("abc"), complete) == 1
+    assert mean_shortest_distance({"a"}, set()) is None
+    with pytest.raises(ValueError):
+        mean_shortest_distance({"a", "b"}, {("a", "b")})
+
+
+def test_figures_are_event_wide():
+    nodes = {f: (n, f"Name {n}") for n, f in enumerate("abcde", 1)}
+    edges = frozenset({("a", "b"), ("b", "a"), ("b", "c"), ("c", "a"), ("d", "e")})
+    assert graph_figures(Graph(nodes, edges)) == {
+        "keys": 5,
+        "certifying pairs": 5,
+        "mutual pairs": 1,
+        "largest strongly connected set": 3,
+        # a->b 1, a->c 2, b->a 1, b->c 1, c->a 1, c->b 2 -> 8/6
+        "mean shortest distance in it": pytest.approx(8 / 6),
+    }
+    lonely = graph_figures(Graph(nodes, frozenset({("a", "b")})))
+    assert lonely["largest strongly connected set"] == 0
+    assert lonely["mean shortest distance in it"] is None
+
+
+# -- DOT from strangers' names -------------------------------------------------
+
+
+def test_quote_keeps_a_name_a_name():
+    assert graphviz.quote('Bob "Bobby" Tables') == '"Bob \\"Bobby\\" Tables"'
+    assert graphviz.quote("back\\slash \\N") == '"back\\\\slash \\\\N"'
+    assert graphviz.quote("001\nAlice") == '"001\\nAlice"'
+
+
+EVIL = [
+    'Mallory"]; x -> y; z [label="pwned',
+    "Eve \\N \\G \\L",
+    "Zed\x1b[2J\n}\ndigraph {",
+    "山田太郎",
+    "ليلى أحمد",
+]
+
+
+def small_graph(names) -> Graph:
+    fprs = [f"{i:040X}" for i in range(len(names))]
+    nodes = {fpr: (i + 1, name) for i, (fpr, name) in enumerate(zip(fprs, names, strict=True))}
+    edges = {(fprs[0], fprs[1]), (fprs[1], fprs[0]), (fprs[1], fprs[2]), (fprs[3], fprs[4])}
+    return Graph(nodes, frozenset(edges))
+
+
+def svg_texts(svg: bytes) -> list[str]:
+    root = ET.fromstring(svg)
+    return [t.text or "" for t in root.iter(f"{SVG}text")]
+
+
+def test_the_drawing_shows_numbers_names_arrows_and_mutual_pairs():
+    graph = small_graph(EVIL)
+    source = graph_dot(graph, 'Party "<script>"')
+    # Exactly one node statement per key and one edge statement per drawn arrow.
+    assert len(re.findall(r"(?m)^  k\d+ \[label=", source)) == 5
+    assert len(re.findall(r"(?m)^  k\d+ -> k\d+", source)) == 3
+    assert source.count("dir=both") == 1
+    svg = graphviz.render(source, "svg", "dot")
+    root = ET.fromstring(svg)  # well-formed XML whatever the names held
+    texts = svg_texts(svg)
+    for number in ("001", "002", "003", "004", "005"):
+        assert number in texts
+    assert 'Mallory"]; x -> y; z [label="pwned' in texts
+    assert "Eve \\\\N \\\\G \\\\L" in texts, "no Graphviz escape is interpreted"
+    assert "Zed\\x1b[2J } digraph {" in texts
+    assert "山田太郎" in texts and "ليلى أحمد" in texts
+    assert 'Party "<script>"' in texts
+    assert b"<script" not in svg
+    edges = [g for g in root.iter(f"{SVG}g") if g.get("class") == "edge"]
+    assert len(edges) == 3
+    heads = [len([p for p in e.iter(f"{SVG}polygon")]) for e in edges]
+    assert sorted(heads) == [1, 1, 2], "an arrowhead on each arrow, two on the mutual one"
+
+
+def test_png_for_printing():
+    png = graphviz.render(graph_dot(small_graph(EVIL), "t"), "png", "dot")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def boxes(svg: bytes) -> list[tuple[float, float, float, float]]:
+    """The bounding box of each node's drawn outline."""
+    found = []
+    for g in ET.fromstring(svg).iter(f"{SVG}g"):
+        if g.get("class") != "node":
+            continue
+        outline = next(g.iter(f"{SVG}path"), None)
+        shape = outline.get("d") if outline is not None else ""
+        numbers = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", shape)]
+        xs, ys = numbers[0::2], numbers[1::2]
+        found.append((min(xs), min(ys), max(xs), max(ys)))
+    return found
+
+
+def test_three_hundred_keys_stay_readable():
+    """300 keys, 1500 signer -> key pairs: no two labelled boxes overlap."""
+    rng = random.Random(300)
+    fprs = [f"{i:040X}" for i in range(300)]
+    nodes = {fpr: (i + 1, f"Attendee Number {i + 1}") for i, fpr in enumerate(fprs)}
+    edges = set()
+    while len(edges) < 1500:
+        edges.add(tuple(rng.sample(fprs, 2)))
+    graph = Graph(nodes, frozenset(edges))
+    source = graph_dot(graph, "300 keys")
+    assert "overlap=prism" in source
+    svg = graphviz.render(source, "svg", "sfdp")
+    found = boxes(svg)
+    assert len(found) == 300
+    overlapping = [
+        (a, b)
+        for i, a in enumerate(found)
+        for b in found[i + 1 :]
+        if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+    ]
+    assert overlapping == []
+    assert len(svg_texts(svg)) >= 600  # number and name of every key
+
+
+def test_a_missing_graphviz_is_said_plainly(monkeypatch):
+    monkeypatch.setenv("KEYPARTY_DOT", "no-such-dot-program")
+    with pytest.raises(graphviz.GraphvizError, match="apt-get install graphviz"):
+        graphviz.render("digraph {}", "svg")
+    with pytest.raises(ValueError):
+        graphviz.render("digraph {}", "pdf")
+
+
+# -- the host page and the command line ----------------------------------------
+
+
+@pytest.fixture
+def published_event(app, certified_event):
+    cert = received(certified_event, "Bob", BOB_UID, "identity")
+    decide(app, certified_event, "Bob", cert, "accepted")
+    return certified_event
+
+
+def test_the_report_page_draws_the_published_graph(client, published_event):
+    event = published_event
+    page = client.get(f"/host/e/{event.id}/report").text
+    assert "<svg" in page and "<?xml" not in page
+    assert "001" in page and "Alice Example" in page and "Bob Example" in page
+    assert re.search(r"largest strongly connected set.*?<td>0 keys</td>", page, re.S)
+    png = client.get(f"/host/e/{event.id}/report/graph.png")
+    assert png.status_code == 200 and png.data.startswith(b"\x89PNG")
+    assert png.headers["Content-Type"] == "image/png"
+    svg = client.get(f"/host/e/{event.id}/report/graph.svg")
+    edges = [g for g in ET.fromstring(svg.data).iter(f"{SVG}g") if g.get("class") == "edge"]
+    assert len(edges) == 1, "one published certification, Alice -> Bob"
+    assert client.get(f"/host/e/{event.id}/report/graph.pdf").status_code == 404
+
+
+def test_the_report_command_writes_svg_and_png(runner, published_event, tmp_path):
+    svg, png = tmp_path / "graph.svg", tmp_path / "graph.png"
+    result = runner.invoke(
+        args=["report", published_event.id, "--graph", str(svg), "--png", str(png)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "largest strongly connected set: 0 keys" in result.output
+    assert "mean shortest distance in it: -" in result.output
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert "Alice Example" in svg.read_text()
+
+
+def test_graph_of_the_event(published_event):
+    graph = report.certification_graph(published_event)
+    numbers = sorted(number for number, _ in graph.nodes.values())
+    assert numbers == [1, 2, 3]
+    ((source, target),) = graph.edges
+    assert graph.nodes[source][1] == "Alice Example" and graph.nodes[target][1] == "Bob Example"
