@@ -97,6 +97,7 @@ bench: setup
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/abuse.py
 	$(BIN)/python bench/reader.py
+	$(BIN)/python bench/proof.py
 
 # Translations (gettext, Babel): `make translations` extracts every marked sentence
 # (babel.cfg; keywords below: the gettext calls, the N_ marker and the sentence argument

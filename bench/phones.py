@@ -15,7 +15,8 @@ Then `keyparty serve --host 127.0.0.1 --port FREE` runs as a child process
 its own loopback address (127.0.1.1, ...), keep-alive connection and cookie,
 do what a phone does:
 
-- join once: GET /join/<token>, follow the redirect to /me (session cookie);
+- join once: GET /join/<token> (its page and button), POST it, follow the
+  redirect to /me (session cookie);
 - then, until the time bound: "scan" another attendee's badge (GET the key's
   verification page), read the CSRF token and the user ID form, POST one
   verification (context `identity`, basis `photo-id`), follow the redirect
@@ -329,8 +330,10 @@ REFUSAL = re.compile(r'class="flash refusal"[^>]*>([A-Z][A-Za-z0-9]*):')
 
 
 def csrf_token(page: str, prefix: str) -> str | None:
+    """The CSRF token of the form with this field prefix ("" for none)."""
+    name = f"{prefix}-csrf_token" if prefix else "csrf_token"
     for tag in INPUT.findall(page):
-        if f'name="{prefix}-csrf_token"' in tag:
+        if f'name="{name}"' in tag:
             found = re.search(r'value="([^"]*)"', tag)
             return found.group(1) if found else None
     return None
@@ -435,7 +438,14 @@ def run_phone(
     try:
         if not sleep_until(start + rng.uniform(0, join_over)):
             return
-        status, _, target, _ = phone.request("join", "GET", f"/join/{token}")
+        # O2: the link's page shows a button; only its POST spends the link.
+        status, page, _, _ = phone.request("join-page", "GET", f"/join/{token}")
+        form_token = csrf_token(page, "") if status == 200 else None
+        if not form_token:
+            problem(f"join page answered {status} without its button", status)
+            return
+        fields = {"csrf_token": form_token}
+        status, _, target, _ = phone.request("join", "POST", f"/join/{token}", fields)
         if status != 302 or target != "/me":
             problem(f"join answered {status} -> {target}", status)
             return
@@ -689,7 +699,8 @@ def main() -> int:
     )
     print(f"  {'latency, ms':<44}{'count':>7}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
     kinds = {
-        "join": "join (GET /join/<token>, a write)",
+        "join-page": "join link's page (GET /join/<token>)",
+        "join": "join (POST /join/<token>, a write)",
         "me": "own page after joining (GET /me)",
         "page": "key page (GET /e/<event>/k/<FPR>)",
         "post": "verify (POST .../u/<uid>)",
@@ -699,7 +710,7 @@ def main() -> int:
         print(row(label, [s.ms for s in answered if s.kind == kind]))
     print(row("one verification (page + post + redirect)", results.verification_ms))
     print(row("all requests", [s.ms for s in answered]))
-    joins = [s.at + s.ms / 1000 for s in answered if s.kind in ("join", "me")]
+    joins = [s.at + s.ms / 1000 for s in answered if s.kind in ("join-page", "join", "me")]
     if joins:
         joined = max(joins)
         after = [s.ms for s in answered if s.at > joined]

@@ -70,6 +70,8 @@ MIB = 1024 * KIB
 BODY_LIMITS = {
     "attendee.register": 3 * MIB // 2,
     "api.upload_certification": 256 * KIB,
+    # A pasted clearsigned challenge or detached signature (O2).
+    "attendee.prove": 64 * KIB,
     # The host imports whole keyrings (a conference's can be tens of MiB).
     "host.import_keys": 64 * MIB,
 }

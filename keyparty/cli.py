@@ -21,6 +21,7 @@ from keyparty import exports
 from keyparty import graphviz
 from keyparty import intake
 from keyparty import migrations
+from keyparty import proof
 from keyparty import publishing
 from keyparty import registration
 from keyparty import report
@@ -39,7 +40,6 @@ from keyparty.network import exposure_warning
 from keyparty.network import lan_addresses
 from keyparty.network import public_base_url
 from keyparty.partylist import group_digest
-from keyparty.partylist import safe_text
 from keyparty.rules import STEPS
 from keyparty.storage import is_disk_full
 
@@ -174,9 +174,12 @@ def event_set(
 @click.argument("fingerprint")
 @with_appcontext
 def relink_command(event_id: str, fingerprint: str) -> None:
-    """Issue a new join link for the attendee of FINGERPRINT (the old one stops working).
+    """Issue a new join link for the attendee of FINGERPRINT, to hand over in person.
 
-    For an attendee who lost the phone their link was opened on.
+    For an attendee who lost the phone their link was opened on. Their old
+    link, every session and their signing token end. Whoever opens the new
+    link acts for the key: give it to its holder alone (or let them re-join
+    at /e/EVENT/rejoin by proving they hold the key).
     """
     event = _event(event_id)
     try:
@@ -189,12 +192,21 @@ def relink_command(event_id: str, fingerprint: str) -> None:
 @click.command("import")
 @click.argument("event_id", metavar="EVENT")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--hand-out",
+    is_flag=True,
+    help="Print plain join links to give each person face to face, instead of sending "
+    "them encrypted to their keys.",
+)
 @with_appcontext
-def import_command(event_id: str, files: tuple[str, ...]) -> None:
+def import_command(event_id: str, files: tuple[str, ...], hand_out: bool) -> None:
     """Register keys from keyring files (armored or binary) and CSV sign-up sheets.
 
     A CSV (columns name, email, fingerprint) names the attendee of each key
-    given in the other files.
+    given in the other files. Each new key's join link goes out encrypted to
+    that key (O2): mailed to its email user IDs when SMTP is configured,
+    else written into the event's outbox (.eml files and one armored
+    message per key). --hand-out prints the links instead.
     """
     event = _event(event_id)
     try:
@@ -203,19 +215,30 @@ def import_command(event_id: str, files: tuple[str, ...]) -> None:
         raise click.ClickException(for_terminal(str(problem))) from None
     result = registration.register_keys(event, inputs, events.event_home(event), signups=signups)
     base = _base_url()
+    links = proof.import_links(result)
+    linked = {key.fingerprint: token for key, token in links}
     for accepted in result.accepted:
         key = accepted.key
-        if accepted.updated:
-            _say(f"updated  {key.fingerprint}  {key.attendee.name}")
-        else:
-            _say(f"accepted {key.fingerprint}  {key.attendee.name}")
-            if accepted.join_token:
-                link = f"{base}/join/{accepted.join_token}"
-                click.echo(f"         join link (give it to this attendee only): {link}")
-            else:
-                click.echo("         another key of this attendee: their join link stays the same")
+        name = key.attendee.name
+        _say(f"{'updated ' if accepted.updated else 'accepted'} {key.fingerprint}  {name}")
+        if key.fingerprint in linked:
+            if hand_out:
+                link = proof.join_url(base, linked[key.fingerprint])
+                click.echo(f"         join link (hand it to this person only): {link}")
+            elif accepted.updated:
+                click.echo("         not proven yet: a new join link goes to the key's holder")
+        elif not accepted.updated:
+            click.echo("         another key of this attendee: their join link stays the same")
         for warning in accepted.warnings:
-            click.echo(f"         warning: {warning.message}")
+            _say(f"         warning: {warning.message}")
+    failed = bool(result.rejected)
+    if hand_out and links:
+        click.echo(
+            "Hand each join link to its person face to face: whoever opens a link acts for "
+            "that key, so it proves nothing unless you know who got it (O2)."
+        )
+    elif links:
+        failed |= _send_join_links(event, links, base)
     for rejected in result.rejected:
         _say(f"refused  {rejected.source}: {rejected.message}", err=True)
     registered = {a.key.fingerprint for a in result.accepted}
@@ -227,17 +250,50 @@ def import_command(event_id: str, files: tuple[str, ...]) -> None:
                 err=True,
             )
     click.echo(f"{len(result.accepted)} accepted, {len(result.rejected)} refused")
-    if result.rejected:
+    if failed:
         sys.exit(1)
+
+
+def _send_join_links(event, links: list, base: str) -> bool:
+    """Send the links encrypted; say where each went. True if any failed."""
+    outbox = events.event_files(event) / "outbox"
+    try:
+        sent = delivery.send_join_links(
+            event, links, base, delivery.smtp_settings(current_app.config), outbox
+        )
+    except delivery.DeliveryError as problem:
+        raise click.ClickException(
+            f"{problem} The keys are registered; send their links with "
+            f"`keyparty relink {event.id} FINGERPRINT` or run the import again with --hand-out."
+        ) from None
+    for fingerprint in sent.sent:
+        click.echo(f"mailed   {fingerprint}: its join link, encrypted to the key")
+    for path in sent.written:
+        click.echo(f"wrote    {path}: its join link, encrypted (send it: sendmail -t < FILE)")
+    for fingerprint in sent.no_address:
+        click.echo(
+            f"no mail  {fingerprint}: no email user ID; give its person "
+            f"{outbox / f'join-{fingerprint}.asc'} (encrypted to the key)"
+        )
+    for fingerprint, reason in sent.refused:
+        click.echo(f"not sent {fingerprint}: {reason}", err=True)
+    click.echo(
+        f"Join links left encrypted to their keys: {len(sent.armored)} armored message(s) in "
+        f"{outbox}. Whoever decrypts one and opens its link proves they hold the key (O2)."
+    )
+    return bool(sent.refused)
 
 
 @click.command("step")
 @click.argument("event_id", metavar="EVENT")
 @click.argument("step", type=click.Choice(list(STEPS)))
+@click.option("--yes", is_flag=True, help="Do not ask (freeze with unproven entries).")
 @with_appcontext
-def step_command(event_id: str, step: str) -> None:
+def step_command(event_id: str, step: str, yes: bool = False) -> None:
     """Move EVENT one step along: open, freeze, start-verifying, cool-off, start-signing, close."""
     event = _event(event_id)
+    if step == "freeze" and event.state == "registration":
+        _confirm_unproven(event, yes)
     refusal = events.take_step(event, step)
     if refusal:
         raise click.ClickException(refusal.message)
@@ -251,12 +307,53 @@ def step_command(event_id: str, step: str) -> None:
         )
 
 
+def _confirm_unproven(event, yes: bool) -> None:
+    """O2: the freeze names the entries whose holder has not proven possession."""
+    waiting = proof.unproven(event)
+    if not waiting:
+        return
+    click.echo(f"{len(waiting)} entries are not proven yet (O2): nobody has shown they hold")
+    click.echo("these keys. Their owners can still prove it at the event (re-join page);")
+    click.echo("until they do, nobody can verify them (T4).")
+    for attendee in waiting:
+        for key in attendee.keys:
+            click.echo(f"  {for_terminal(attendee.name)}  {key.fingerprint}")
+    if yes:
+        return
+    if not click.confirm("Freeze the list with them on it?", default=False):
+        raise click.ClickException(
+            f"Not frozen. Remove an entry with `keyparty remove {event.id} FINGERPRINT`, "
+            "or freeze anyway with --yes."
+        )
+
+
 @click.command("freeze")
 @click.argument("event_id", metavar="EVENT")
+@click.option("--yes", is_flag=True, help="Do not ask (freeze with unproven entries).")
 @with_appcontext
-def freeze_command(event_id: str) -> None:
-    """Freeze the party list and print its SHA256 and SHA512 digests."""
-    step_command.callback(event_id, "freeze")
+def freeze_command(event_id: str, yes: bool) -> None:
+    """Freeze the party list and print its SHA256 and SHA512 digests.
+
+    Entries whose holder has not proven possession are named first, and
+    the host is asked (--yes for scripts).
+    """
+    step_command.callback(event_id, "freeze", yes)
+
+
+@click.command("remove")
+@click.argument("event_id", metavar="EVENT")
+@click.argument("fingerprint")
+@with_appcontext
+def remove_command(event_id: str, fingerprint: str) -> None:
+    """Remove a key before the freeze (and its attendee, if it was their last)."""
+    event = _event(event_id)
+    try:
+        removed, name, attendee_gone = events.remove_key(event, fingerprint)
+    except (LookupError, ValueError) as problem:
+        raise click.ClickException(str(problem).strip("'\"")) from None
+    click.echo(f"removed  {removed}  {for_terminal(name)}")
+    if attendee_gone:
+        click.echo("         it was their only key: the attendee is removed too")
 
 
 @click.command("partylist")
@@ -301,9 +398,14 @@ def status_command(event_id: str) -> None:
     refusals = verification.totals(event)["refusals"]
     if refusals:
         click.echo("refusals by rule: " + ", ".join(f"{r} {n}" for r, n in refusals.items()))
-    if event.state in ("frozen", "verifying"):
-        for attendee in events.unconfirmed_attendees(event):
-            click.echo(f"unconfirmed entry: {safe_text(attendee.name)}")
+    # By name, a status of each entry (no count per attendee, P5).
+    for label, attendees in (
+        ("not proven yet (O2)", proof.unproven(event)),
+        ("not confirmed yet (T4)", events.unconfirmed_attendees(event) if event.frozen_at else []),
+    ):
+        if attendees:
+            names = ", ".join(for_terminal(a.name) for a in attendees)
+            click.echo(f"{label}: {names}")
     if event.partylist_sha256:
         _print_digests(event)
 
@@ -840,6 +942,7 @@ commands = [
     mail_list_command,
     purge_command,
     relink_command,
+    remove_command,
     init_command,
     db_group,
     serve_command,

@@ -68,16 +68,16 @@ def settings_from_env(instance: Path) -> dict:
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
         # User IDs per registered key (keycheck.MAX_USER_IDS): a cap, not a speed race.
         "MAX_USER_IDS": int(env.get("KEYPARTY_MAX_USER_IDS") or 100),
+        # Registrations (keys) per client address per window: web sign-up
+        # runs gpg, so one address cannot flood the event with keys.
+        "REGISTRATION_LIMIT": int(env.get("KEYPARTY_REGISTRATION_LIMIT") or 10),
+        "REGISTRATION_WINDOW_SECONDS": int(env.get("KEYPARTY_REGISTRATION_WINDOW") or 600),
         # One connection per server thread (keyparty serve runs 32), so no
         # request waits for a connection while another holds the write lock.
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 32, "max_overflow": 8},
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "WTF_CSRF_TIME_LIMIT": None,
-        # Keys one client address may register per window (a room shares few addresses
-        # only behind NAT; raise it there).
-        "REGISTRATION_LIMIT": int(env.get("KEYPARTY_REGISTRATION_LIMIT") or 10),
         # Every rate limit is multiplied by this (phones sharing one address).
         "RATE_LIMIT_FACTOR": float(env.get("KEYPARTY_RATE_LIMIT_FACTOR") or 1),
-        "REGISTRATION_WINDOW_SECONDS": int(env.get("KEYPARTY_REGISTRATION_WINDOW") or 600),
     }

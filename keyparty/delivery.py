@@ -66,11 +66,13 @@ from keyparty.i18n import in_language
 from keyparty.models import Attendee
 from keyparty.models import Certification
 from keyparty.models import Event
+from keyparty.models import Key
 from keyparty.models import UserID
 from keyparty.models import utcnow
 from keyparty.network import is_loopback
 from keyparty.partylist import group_digest
 from keyparty.partylist import group_fingerprint
+from keyparty.proof import join_url
 from keyparty.registration import hash_token
 
 # The standard port of each way of talking to the server; "none" is for a
@@ -240,6 +242,15 @@ def _recipient(certification: Certification) -> Mailbox:
     if found is None:
         raise Undeliverable(f"{one_line(address)!r} is not an address mail can be sent to")
     return found
+
+
+def checked_address(address: str) -> str:
+    """`address` in the form mail goes out to (domain in IDNA A-labels) if it
+    is an address mail can be sent to (keyparty.addresses), else Undeliverable."""
+    found = mailbox(address or "")
+    if found is None:
+        raise Undeliverable(f"{one_line(address)!r} is not an address mail can be sent to")
+    return found.wire
 
 
 def confirm_url(base_url: str, token: str) -> str:
@@ -412,7 +423,20 @@ def compose(
             ciphertext = home.encrypt(render(inner, "\r\n"), fingerprint)
         except NoEncryptionKey as problem:
             raise Undeliverable(str(problem)) from None
+    subjects = []
+    for language in mail_languages(certification):
+        with in_language(language):
+            subjects.append(
+                gettext("Your key was certified at {event}", event=one_line(event.name, 120))
+            )
+    # The domain in IDNA A-labels; a non-ASCII local part stays as it is and
+    # needs SMTPUTF8 (checked when sending).
+    return pgp_mime(ciphertext, sender, [recipient.wire], " / ".join(subjects))
 
+
+def pgp_mime(ciphertext: bytes, sender: str, to: list[str], subject: str) -> Message:
+    """The outer PGP/MIME mail (RFC 3156, section 4) around an armored OpenPGP
+    message, with Date and Message-ID (pius #152)."""
     control = MIMEApplication(b"Version: 1\n", "pgp-encrypted", _encoder=encode_7or8bit)
     control["Content-Description"] = "PGP/MIME version identification"
     encrypted = MIMEApplication(
@@ -424,16 +448,7 @@ def compose(
     sender_domain = (_envelope_address(sender) or DEFAULT_SENDER).rpartition("@")[2]
     outer = MIMEMultipart("encrypted", protocol="application/pgp-encrypted")
     outer["From"] = _address_header(sender)
-    # The domain in IDNA A-labels; a non-ASCII local part stays as it is
-    # and needs SMTPUTF8 (checked when sending).
-    outer["To"] = recipient.wire
-    subjects = []
-    for language in mail_languages(certification):
-        with in_language(language):
-            subjects.append(
-                gettext("Your key was certified at {event}", event=one_line(event.name, 120))
-            )
-    subject = " / ".join(subjects)
+    outer["To"] = ", ".join(to)
     outer["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
     outer["Date"] = format_datetime(datetime.now(UTC))
     outer["Message-ID"] = make_msgid(domain=sender_domain)
@@ -461,6 +476,19 @@ def render(message: Message, linesep: str = "\n") -> bytes:
     out = io.BytesIO()
     BytesGenerator(out, policy=policy.compat32.clone(linesep=linesep)).flatten(message)
     return out.getvalue()
+
+
+def write_mail(path: Path, message: Message) -> Path:
+    """One mail as an .eml file in the outbox, for `sendmail -t < FILE`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Whole or not at all: a crash never leaves half a mail to send.
+    partial = path.with_name(f".{path.name}.partial")
+    international = not str(message["To"]).isascii()
+    partial.write_bytes(
+        message.as_bytes(policy=policy.SMTPUTF8) if international else render(message)
+    )
+    os.replace(partial, path)
+    return path
 
 
 # -- sending -------------------------------------------------------------------
@@ -579,15 +607,7 @@ def deliver(
     if settings is None:
         for n, (certification, token, message) in enumerate(composed(), 1):
             report.outbox = outbox
-            outbox.mkdir(parents=True, exist_ok=True)
-            path = outbox / f"{event.id}-{certification.id}.eml"
-            # Whole or not at all: a crash never leaves half a mail to send.
-            partial = path.with_name(f".{path.name}.partial")
-            international = not str(message["To"]).isascii()
-            partial.write_bytes(
-                message.as_bytes(policy=policy.SMTPUTF8) if international else render(message)
-            )
-            os.replace(partial, path)
+            path = write_mail(outbox / f"{event.id}-{certification.id}.eml", message)
             certification.delivery_token_sha256 = hash_token(token)
             certification.delivered_at = utcnow()
             # Committed in batches: a file is only handed over when the run
@@ -912,3 +932,117 @@ def confirm(token: str) -> Certification | None:
     db.session.refresh(certification)
     publishing.follow_decision(certification, None, generation)
     return certification
+
+
+# -- join links, encrypted to their keys (O2) ---------------------------------------
+
+
+@dataclass
+class JoinMailReport:
+    """What send_join_links() did: fingerprints mailed over SMTP, .eml files
+    and armored messages written, keys with no address (their armored file is
+    all there is), and (fingerprint, reason) for each that did not go out."""
+
+    sent: list[str] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+    armored: list[Path] = field(default_factory=list)
+    no_address: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+
+def join_letter(event: Event, key: Key, link: str, base_url: str) -> str:
+    """The text of a join mail: the link, and why only the key's holder reads it."""
+    event_name = one_line(event.name)
+    when = f" on {event.date.isoformat()}" if event.date else ""
+    rejoin = f"{base_url.rstrip('/')}/e/{event.id}/rejoin"
+    return f"""\
+Hello,
+
+This message comes from keyparty, the key-signing tool of the event
+"{event_name}"{when}. The host registered your key
+
+    {group_fingerprint(key.fingerprint)}
+
+and sends you your personal join link, encrypted to this key: only the
+holder of its secret key can read it.
+
+Open it on the phone you will use at the event and press "Join on this
+phone" (it works once):
+
+    {link}
+
+Opening it shows that you hold the key (O2). Keep it to yourself: whoever
+opens it acts for this key at the event. Lost it, or a new phone? Open
+{rejoin} and prove again that you hold the key.
+
+イベント「{event_name}」の参加用リンクです。この鍵で暗号化されているため、
+秘密鍵を持つ本人だけが読めます。イベントで使うスマートフォンで開いてください。
+
+{SIGNATURE_SEPARATOR}
+keyparty, for {event_name}
+"""
+
+
+def send_join_links(
+    event: Event,
+    links: list[tuple[Key, str]],
+    base_url: str,
+    settings: SmtpSettings | None,
+    outbox: Path,
+    sender: str | None = None,
+) -> JoinMailReport:
+    """Send each (key, join token)'s link encrypted to that key (O2): one mail
+    per key to its email user IDs, over SMTP when configured, else as an
+    .eml file in `outbox`; and always one armored message file per key
+    (join-FINGERPRINT.asc) for keys without an address or a host who hands
+    files out. Raises DeliveryError when SMTP cannot be reached."""
+    report = JoinMailReport()
+    sender = (settings.sender if settings else None) or sender
+    sender = sender or current_app.config.get("SMTP_SENDER") or DEFAULT_SENDER
+    home = event_home(event)
+    ready: list[tuple[Key, list[str], Message]] = []
+    for key, token in links:
+        letter = join_letter(event, key, join_url(base_url, token), base_url)
+        addresses = []
+        for uid in key.user_ids:
+            try:
+                address = checked_address(uid.email or "")
+            except DeliveryError:
+                continue
+            if address not in addresses:
+                addresses.append(address)
+        inner = MIMEText(letter, "plain", _UTF8)
+        inner["MIME-Version"] = "1.0"
+        try:
+            with home.locked():
+                armored = home.encrypt(letter.encode("utf-8"), key.fingerprint)
+                mail = home.encrypt(render(inner, "\r\n"), key.fingerprint)
+        except GnuPGError as problem:
+            report.refused.append((key.fingerprint, str(problem)))
+            continue
+        outbox.mkdir(parents=True, exist_ok=True)
+        path = outbox / f"join-{key.fingerprint}.asc"
+        path.write_bytes(armored)
+        report.armored.append(path)
+        if not addresses:
+            report.no_address.append(key.fingerprint)
+            continue
+        subject = f"Your join link for {one_line(event.name, 120)}"
+        ready.append((key, addresses, pgp_mime(mail, sender, addresses, subject)))
+    if settings is None:
+        for key, _addresses, message in ready:
+            report.written.append(
+                write_mail(outbox / f"{event.id}-join-{key.fingerprint}.eml", message)
+            )
+        return report
+    if ready:
+        with _connect(settings) as smtp:
+            envelope_from = _envelope_address(settings.sender)
+            for key, addresses, message in ready:
+                try:
+                    smtp.send_message(message, from_addr=envelope_from, to_addrs=addresses)
+                except (smtplib.SMTPException, OSError) as problem:
+                    report.refused.append((key.fingerprint, _smtp_reason(problem, addresses[0])))
+                    continue
+                report.sent.append(key.fingerprint)
+    return report

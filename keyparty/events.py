@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import shutil
 import unicodedata
 from datetime import UTC
@@ -37,7 +36,6 @@ from keyparty.models import Verification
 from keyparty.partylist import ListEntry
 from keyparty.partylist import digests
 from keyparty.partylist import render_party_list
-from keyparty.registration import hash_token
 from keyparty.registration import normalize_fingerprint
 from keyparty.rules import STEPS
 from keyparty.rules import CertificationSettings
@@ -349,17 +347,49 @@ def configure(
 
 
 def new_join_link(event: Event, fingerprint: str) -> str:
-    """A fresh join token for the attendee of this key; the old one stops working."""
+    """A fresh join token for the attendee of this key (a lost phone): every
+    older session, join link and signing token of theirs ends (O2)."""
+    from keyparty import proof
+
+    return proof.new_join_link(find_key(event, fingerprint).attendee)
+
+
+def find_key(event: Event, fingerprint: str) -> Key:
+    """The key of this event with this fingerprint; LookupError naming it if none."""
     wanted = normalize_fingerprint(fingerprint)
     key = next((k for k in event.keys if k.fingerprint == wanted), None)
     if key is None:
         raise LookupError(f"No key {wanted} at {event.id}; `keyparty status {event.id}`.")
-    token = secrets.token_urlsafe(18)
-    key.attendee.join_token_sha256 = hash_token(token)
-    # Sessions opened with the old link end too (a lost phone).
-    key.attendee.session_epoch += 1
+    return key
+
+
+def remove_key(event: Event, fingerprint: str) -> tuple[str, str, bool]:
+    """Host clean-up before the freeze: remove a key, and its attendee when
+    it was their last. Returns the fingerprint, the attendee's name and
+    whether the attendee went too.
+
+    Raises LookupError (no such key) or ValueError (the list is frozen).
+    """
+    key = find_key(event, fingerprint)
+    if event.state not in ("draft", "registration"):
+        raise ValueError(
+            f"The party list of {event.id} is frozen ({event.state}): nothing can be removed "
+            "from it, since everyone checks it against the digests read aloud."
+        )
+    attendee = key.attendee
+    removed = (key.fingerprint, attendee.name)
+    last = len(attendee.keys) == 1
+    db.session.delete(key)
+    db.session.flush()
+    if last:
+        db.session.delete(attendee)
     db.session.commit()
-    return token
+    db.session.expire(event)
+    # The database is the record: both GnuPG homes (working and published) follow it.
+    from keyparty import consistency
+
+    consistency.rebuild(event)
+    return (*removed, last)
 
 
 def purge(event: Event) -> dict[str, int]:

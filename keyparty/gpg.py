@@ -167,6 +167,56 @@ class ImportOutcome:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SignatureCheck:
+    """What `gpg --verify` (or `--decrypt` of a clearsigned text) said.
+
+    status: "good" (every signature verified), "bad" (a signature does not
+    match its data: the text was changed), "no-key" (made by a key not in
+    this home) or "none" (no signature found). `signers` are the primary
+    fingerprints of the good signatures (VALIDSIG field 10), `unknown_issuers`
+    the key ids or fingerprints gpg could not check (ERRSIG); `signed_text`
+    is the text a clearsigned message holds (None for a detached signature).
+    Format: GnuPG doc/DETAILS, "Status codes"; RFC 4880 7 (cleartext).
+    """
+
+    status: str
+    signers: tuple[str, ...] = ()
+    unknown_issuers: tuple[str, ...] = ()
+    signed_text: bytes | None = None
+    count: int = 0
+
+
+def judge_signatures(status: list[tuple[str, str]], signed_text: bytes | None) -> SignatureCheck:
+    """Turn the status lines of one verification into a SignatureCheck."""
+    count = good_count = 0
+    signers: list[str] = []
+    unknown: list[str] = []
+    bad = False
+    for keyword, value in status:
+        parts = value.split()
+        if keyword == "NEWSIG":
+            count += 1
+        elif keyword == "VALIDSIG" and parts:
+            good_count += 1
+            signers.append(parts[9] if len(parts) > 9 else parts[0])
+        elif keyword == "BADSIG":
+            bad = True
+        elif keyword == "ERRSIG" and parts:
+            # Field 7 is the issuer's fingerprint when the signature names it.
+            unknown.append(parts[6] if len(parts) > 6 and len(parts[6]) == 40 else parts[0])
+    count = max(count, good_count + len(unknown) + int(bad))
+    if bad:
+        verdict = "bad"
+    elif unknown:
+        verdict = "no-key"
+    elif good_count and good_count == count:
+        verdict = "good"
+    else:
+        verdict = "none"
+    return SignatureCheck(verdict, tuple(signers), tuple(unknown), signed_text, count)
+
+
 @dataclass
 class _Run:
     """Collects one gpg process's output, in the shape python-gnupg fills in."""
@@ -651,6 +701,25 @@ class GnuPGHome:
             why = CertifyOutcome(run.returncode or 2, run.status, run.stderr)._first_error()
             raise GnuPGError(f"gpg could not encrypt to {recipient}: {why}")
         return run.data
+
+    def verify(self, signed: bytes, data: bytes | None = None) -> SignatureCheck:
+        """Check a clearsigned text (`data` None) or a detached signature over `data`.
+
+        Only the keys of this home can make a signature "good": check
+        proofs in a scratch home holding only the key that must have signed.
+        """
+        if data is None:
+            # --decrypt of a clearsigned text writes the text that was signed.
+            run = self._run(["--decrypt"], signed)
+            return judge_signatures(run.status, run.data)
+        handle, name = tempfile.mkstemp(prefix="sig-", dir=self.path)
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(signed)
+            run = self._run(["--verify", name, "-"], data)
+        finally:
+            Path(name).unlink(missing_ok=True)
+        return judge_signatures(run.status, None)
 
     def export_to(self, path: Path, armor: bool = False) -> None:
         """Write every key of this home with its signatures straight to `path`.

@@ -96,8 +96,12 @@ class Attendee(db.Model):
     join_token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     joined_at: Mapped[datetime | None]
-    # Bumped when the host issues a new join link: older sessions end.
-    session_epoch: Mapped[int] = mapped_column(default=0)
+    # O2: a phone's session names this random secret (hashed here); a new one
+    # (join, re-join, proof, relink) ends every session opened before.
+    session_secret_sha256: Mapped[str | None] = mapped_column(String(64))
+    # O2: when the key's holder proved possession (a challenge answered, or a
+    # join link redeemed that reached them encrypted or from the host's hand).
+    proven_at: Mapped[datetime | None]
     # `keyparty sign` authenticates with this (hashed; shown once on the phone).
     signing_token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
     # T4: the attendee confirmed their own entry and the list digest.
@@ -150,6 +154,41 @@ class UserID(db.Model):
     uid_hash: Mapped[str] = mapped_column(String(40))
 
     key: Mapped[Key] = relationship(back_populates="user_ids")
+
+
+class Challenge(db.Model):
+    """O2: a proof-of-possession challenge for one key, single use, short-lived.
+
+    Only hashes of its secrets are kept: the one-time code (typed on the page)
+    and the link token (in the encrypted message). `text` is the short text
+    to sign, which holds a nonce and is no secret.
+    """
+
+    __tablename__ = "challenge"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Names the challenge in its page's address; knowing it answers nothing.
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("event.id", ondelete="CASCADE"), index=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("key.id", ondelete="CASCADE"), index=True)
+    # "register": proven on the registration page, a join link is given;
+    # "rejoin": proven on the phone itself, which gets the session.
+    purpose: Mapped[str] = mapped_column(String(20))
+    code_sha256: Mapped[str | None] = mapped_column(String(64))
+    link_token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The armored message encrypted to the key; None when it has no usable
+    # encryption subkey (then only the signing challenge is offered).
+    message: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    # The name and email the registrant gave: the entry's once proven.
+    name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    failed_attempts: Mapped[int] = mapped_column(default=0)
+
+    key: Mapped[Key] = relationship()
 
 
 class Verification(db.Model):

@@ -115,12 +115,16 @@ def register_keys(
     email: str | None = None,
     signups: dict[str, Signup] | None = None,
     now: datetime | None = None,
+    issue_links: bool = True,
 ) -> RegistrationResult:
     """Register the keys in `inputs` (label, bytes) on `event`.
 
     `one_key` is the web form: exactly one key per registration, named by
     the person (`name`, `email`). From the command line a keyring may hold
     many keys; names come from `signups` or from each key's first user ID.
+    `issue_links`: each new attendee gets a join token (the host sends it
+    encrypted to the key, or hands it out). The web form passes False: its
+    registrant proves possession first (O2, keyparty.proof).
     """
     now = now or datetime.now(UTC)
     result = RegistrationResult()
@@ -155,7 +159,7 @@ def register_keys(
             else:
                 signup = (signups or {}).get(fingerprint)
                 person, new = _attendee_for(event, record, signup, name, email)
-                token = secrets.token_urlsafe(18) if new else None
+                token = secrets.token_urlsafe(18) if new and issue_links else None
                 if token:
                     person.join_token_sha256 = hash_token(token)
                 key = Key(event=event, attendee=person, fingerprint=fingerprint, armored=armored)
@@ -175,6 +179,17 @@ def register_keys(
     # The published keyring holds every key: made again when next used.
     publishing.forget_published(event)
     return result
+
+
+def join_links(result: RegistrationResult) -> list[tuple[Key, str]]:
+    """(key, join token) for every new key of an import: an attendee's other
+    keys (sign-up sheet) carry the same link, sent encrypted to each key."""
+    tokens = {a.key.attendee_id: a.join_token for a in result.accepted if a.join_token}
+    return [
+        (a.key, tokens[a.key.attendee_id])
+        for a in result.accepted
+        if not a.updated and a.key.attendee_id in tokens
+    ]
 
 
 def _read_inputs(

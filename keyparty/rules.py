@@ -816,6 +816,64 @@ def check_policy_url(url: str | None) -> Refusal | None:
     return None
 
 
+# --- Only the key's holder speaks for the key (O2) ---------------------------------
+
+# A challenge lives this long and takes this many wrong answers.
+CHALLENGE_MINUTES = 30
+CHALLENGE_MAX_FAILURES = 5
+# One-time codes are typed from a decrypted message: no look-alikes (0/O, 1/I/L).
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+CODE_LENGTH = 8
+
+
+def format_code(code: str) -> str:
+    """ABCDEFGH -> ABCD-EFGH, as printed in the challenge."""
+    return f"{code[:4]}-{code[4:]}"
+
+
+def normalize_code(typed: str) -> str:
+    """What a person typed, as the code: case, spaces and dashes do not matter."""
+    return "".join(c for c in (typed or "").upper() if c.isalnum())
+
+
+def challenge_text(event_name: str, event_id: str, fingerprint: str, nonce: str) -> str:
+    """The short text a key holder signs to prove possession (ASCII only:
+    the event's name is a value from strangers, kept to one safe line)."""
+    safe_name = "".join(c if 32 <= ord(c) < 127 else "?" for c in event_name)[:80]
+    return (
+        "keyparty proof of possession\n"
+        f"Event: {safe_name} ({event_id})\n"
+        f"Key: {fingerprint}\n"
+        f"Nonce: {nonce}\n"
+    )
+
+
+def check_challenge(
+    expires_at: datetime, used_at: datetime | None, failed_attempts: int, now: datetime
+) -> Refusal | None:
+    """O2: may this challenge still be answered? Single use, short-lived."""
+    if used_at is not None:
+        return Refusal(
+            "O2",
+            "This challenge was already answered: each one works once. Start again to get "
+            "a new one.",
+        )
+    # Stored times are naive UTC (the database keeps no zone).
+    if _utc(now) >= _utc(expires_at):
+        return Refusal(
+            "O2",
+            "This challenge has expired (each one lasts {minutes} minutes). Start again to "
+            "get a new one.",
+            {"minutes": CHALLENGE_MINUTES},
+        )
+    if failed_attempts >= CHALLENGE_MAX_FAILURES:
+        return Refusal(
+            "O2",
+            "Too many wrong answers to this challenge. Start again to get a new one.",
+        )
+    return None
+
+
 def check_certification_settings(state: str, s: CertificationSettings) -> Refusal | None:
     """D1, D3, C1 settings of an event: sensible values, and only before the freeze."""
     if state not in ("draft", "registration"):
@@ -852,3 +910,79 @@ def check_certification_settings(state: str, s: CertificationSettings) -> Refusa
             {"value": s.notation_domain},
         )
     return check_policy_url(s.policy_url)
+
+
+def missing_answer() -> Refusal:
+    """O2: the proof form came back with neither a code nor a signature."""
+    return Refusal("O2", "Type the code from the decrypted message, or paste the signed text.")
+
+
+def check_code(expected_matches: bool, failed_attempts: int) -> Refusal | None:
+    """O2: the code typed from the decrypted message; `failed_attempts` before this one."""
+    if expected_matches:
+        return None
+    left = max(0, CHALLENGE_MAX_FAILURES - failed_attempts - 1)
+    return Refusal(
+        "O2",
+        "That is not the code of this challenge. Type the code printed in the decrypted "
+        "message ({left} tries left).",
+        {"left": left},
+    )
+
+
+def check_signed_proof(
+    fingerprint: str,
+    status: str,
+    signers: Sequence[str],
+    unknown_issuers: Sequence[str],
+    count: int,
+    signed_text: str | None,
+    expected_text: str,
+) -> Refusal | None:
+    """O2: a signature pasted back proves possession only if it is one good
+    signature by this key (checked in a home holding that key alone) over
+    exactly this challenge's text."""
+    if status == "none" or count == 0:
+        return Refusal(
+            "O2",
+            "No OpenPGP signature was found. Paste everything `gpg --clearsign` printed, "
+            "from -----BEGIN PGP SIGNED MESSAGE----- to -----END PGP SIGNATURE-----, or "
+            "the detached signature (`gpg --armor --detach-sign`).",
+        )
+    if status == "bad":
+        return Refusal(
+            "O2",
+            "The signature does not match the text: the text was changed after it was "
+            "signed. Sign the text exactly as shown and paste the result unchanged.",
+        )
+    if count > 1:
+        return Refusal(
+            "O2",
+            "This holds {count} signatures; sign the text with your key alone.",
+            {"count": count},
+        )
+    if status == "no-key" or any(_same_key(s) != _same_key(fingerprint) for s in signers):
+        other = ", ".join(unknown_issuers or signers) or "?"
+        return Refusal(
+            "O2",
+            "This was signed by another key ({other}), not by {fingerprint}. Sign with the "
+            "key of this entry: `gpg --local-user {fingerprint} --clearsign`.",
+            {"other": other, "fingerprint": fingerprint},
+        )
+    if signed_text is not None and _lines(signed_text) != _lines(expected_text):
+        return Refusal(
+            "O2",
+            "The signed text is not this challenge's text (an older challenge, or another "
+            "event's?). Sign the text shown on this page, with its nonce.",
+        )
+    return None
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _lines(text: str) -> list[str]:
+    """Text compared line by line: line endings and trailing blanks may differ
+    between a page, a file and a clearsigned message (RFC 4880 7.1)."""
+    return [line.rstrip() for line in text.strip().splitlines()]

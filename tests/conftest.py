@@ -11,6 +11,7 @@ import contextlib
 import gc
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -167,12 +168,94 @@ def attendee_named(event, first_name: str):
     return next(a for a in event.attendees if a.name.startswith(first_name))
 
 
-def phone_of(app, attendee):
-    """A test client whose session is that attendee's own (as after joining)."""
+def phone_of(app, attendee, base_url: str = "http://localhost"):
+    """A test client whose session is that attendee's own, opened the real way
+    (O2): the host hands out a join link (`keyparty relink`) and the phone
+    presses the join button. Any other session of that attendee ends."""
     client = app.test_client()
-    with client.session_transaction() as session:
-        session["attendee_id"] = attendee.id
+    token = events.new_join_link(attendee.event, attendee.keys[0].fingerprint)
+    press_join(client, token, base_url=base_url)
     return client
+
+
+def csrf_of(page: str) -> str:
+    """The CSRF token of a page's form (empty when the app does not ask for one)."""
+    found = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    return found.group(1) if found else ""
+
+
+def challenge_on(page: str) -> str:
+    """The armored challenge message shown on a proof page."""
+    import html
+
+    found = re.search(r'<pre class="armored">(-----BEGIN PGP MESSAGE-----.*?)</pre>', page, re.S)
+    assert found, "no encrypted challenge on the page"
+    return html.unescape(found.group(1))
+
+
+def code_in(letter: str) -> str:
+    """The one-time code printed in a decrypted challenge."""
+    return re.search(r"one-time code: ([A-Z0-9-]+)", letter).group(1)
+
+
+def prove_by_code(client, prove_url: str, name: str):
+    """The holder of fixture key `name` decrypts the challenge on the proof
+    page with their own gpg and types the code: returns the response."""
+    page = client.get(prove_url)
+    assert page.status_code == 200, page.text
+    home = secret_home(name)
+    try:
+        letter = decrypt_with(home, challenge_on(page.text))
+    finally:
+        stop_agent(home)
+    return client.post(prove_url, data={"csrf_token": csrf_of(page.text), "code": code_in(letter)})
+
+
+def press_join(client, token: str, switch: bool = False, base_url: str = "http://localhost"):
+    """Open a join link and press its button, as a phone does; the response
+    must be the redirect to /me."""
+    page = client.get(f"/join/{token}", base_url=base_url)
+    assert page.status_code == 200, page.text
+    data = {"csrf_token": csrf_of(page.text), **({"switch": "y"} if switch else {})}
+    joined = client.post(f"/join/{token}", data=data, base_url=base_url)
+    assert joined.status_code == 302 and joined.location.endswith("/me"), joined.text
+    return joined
+
+
+def secret_home(name: str) -> GnuPGHome:
+    """A fixture attendee's own machine: their secret key in a fresh short home.
+    Stop its agent with stop_agent(home)."""
+    home = GnuPGHome(short_tempdir("kps"), agent=True)
+    home.import_keys((FIXTURES / "attendees" / f"{name}.secret.asc").read_bytes(), options=None)
+    return home
+
+
+def stop_agent(home: GnuPGHome) -> None:
+    subprocess.run(["gpgconf", "--homedir", str(home.path), "--kill", "gpg-agent"], check=False)
+    shutil.rmtree(home.path, ignore_errors=True)
+
+
+def decrypt_with(home: GnuPGHome, armored: str | bytes) -> str:
+    """What a key holder reads when they run `gpg --decrypt` on a message."""
+    data = armored.encode() if isinstance(armored, str) else armored
+    done = subprocess.run(
+        ["gpg", "--homedir", str(home.path), "--batch", "--quiet", "--decrypt"],
+        input=data,
+        capture_output=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.decode("utf-8")
+
+
+def clearsign_with(home: GnuPGHome, text: str) -> str:
+    """`gpg --clearsign` of `text` by the home's key, as a key holder runs it."""
+    done = subprocess.run(
+        ["gpg", "--homedir", str(home.path), "--batch", "--clearsign"],
+        input=text.encode(),
+        capture_output=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.decode()
 
 
 @pytest.fixture
@@ -263,10 +346,9 @@ def signing_event(verifying_event, monkeypatch):
 @pytest.fixture
 def alice_home():
     """Alice's own machine: her secret key, nothing else."""
-    home = GnuPGHome(short_tempdir("kps"), agent=True)
-    home.import_keys((FIXTURES / "attendees" / "alice.secret.asc").read_bytes(), options=None)
+    home = secret_home("alice")
     yield home
-    subprocess.run(["gpgconf", "--homedir", str(home.path), "--kill", "gpg-agent"], check=False)
+    stop_agent(home)
 
 
 @pytest.fixture

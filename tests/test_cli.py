@@ -31,11 +31,16 @@ def test_the_whole_host_flow_from_the_command_line(instance, tmp_path):
     keys = [str(FIXTURES / "attendees" / f"{name}.asc") for name in ("alice", "bob", "hanako")]
     imported = keyparty(instance, "import", event_id, *keys, str(FIXTURES / "signups.csv"))
     assert imported.returncode == 0, imported.stderr
-    assert imported.stdout.count("/join/") == 3
+    # O2: join links leave encrypted to their keys, never printed in clear.
+    assert "/join/" not in imported.stdout
+    assert len(list((instance / "events" / event_id / "outbox").glob("*.eml"))) == 3
     assert "山田花子" in imported.stdout
     assert "Missing Person" in imported.stderr
 
-    frozen = keyparty(instance, "freeze", event_id)
+    unconfirmed = keyparty(instance, "freeze", event_id)
+    assert unconfirmed.returncode != 0, "freezing with unproven entries asks first"
+    assert "山田花子" in unconfirmed.stdout
+    frozen = keyparty(instance, "freeze", event_id, "--yes")
     assert frozen.returncode == 0, frozen.stderr
     printed = dict(
         line.split(": ", 1) for line in frozen.stdout.splitlines() if line.startswith("SHA")
@@ -124,6 +129,7 @@ def test_the_host_sets_contexts_and_pace(runner, event):
 def test_relink_ends_the_old_link_and_session(app, runner, registered_event):
     from tests.conftest import attendee_named
     from tests.conftest import phone_of
+    from tests.conftest import press_join
 
     alice = attendee_named(registered_event, "Alice")
     old_phone = phone_of(app, alice)
@@ -133,7 +139,7 @@ def test_relink_ends_the_old_link_and_session(app, runner, registered_event):
     token = result.output.strip().rsplit("/", 1)[1]
     assert old_phone.get("/me").status_code == 401
     new_phone = app.test_client()
-    assert new_phone.get(f"/join/{token}").status_code == 302
+    press_join(new_phone, token)
     assert new_phone.get("/me").status_code == 200
 
 

@@ -31,12 +31,19 @@ def second_server():
     return create_app({"TESTING": True, "WTF_CSRF_ENABLED": False})
 
 
-def session_of(app, attendee_id, epoch=0):
+def session_of(app, attendee_id, secret=None):
+    """A phone of that attendee on `app`. Its session is opened as a join
+    opens one (O2: a new per-attendee secret, other sessions end), unless
+    `secret` names one already open (one phone seen by two servers)."""
+    from keyparty import proof
+    from keyparty.models import Attendee
+
+    attendee = db.session.get(Attendee, attendee_id)
+    secret = secret or proof.open_session(attendee)
     client = app.test_client()
     with client.session_transaction() as session:
-        session["attendee_id"] = attendee_id
-        session["epoch"] = epoch
-    return client
+        session.update(event_id=attendee.event_id, attendee_id=attendee_id, secret=secret)
+    return client, secret
 
 
 def at_once(*calls):
@@ -110,10 +117,11 @@ def test_a_verification_waits_for_a_held_database_and_is_stored_once(
     alice = attendee_named(verifying_event, "Alice")
     bob_key = attendee_named(verifying_event, "Bob").keys[0]
     alice_id, event_id = alice.id, verifying_event.id
+    phone, _ = session_of(server, alice_id)
     db.session.commit()
     with LockHolder(instance, 2.0, alice_id):
         started = time.monotonic()
-        response = verify(session_of(server, alice_id), verifying_event, bob_key)
+        response = verify(phone, verifying_event, bob_key)
         waited = time.monotonic() - started
     assert response.status_code == 302, response.text
     assert waited >= 1.5, "it waited for the lock"
@@ -136,9 +144,10 @@ def test_a_database_busy_for_too_long_answers_503_not_500(
     alice = attendee_named(verifying_event, "Alice")
     bob_key = attendee_named(verifying_event, "Bob").keys[0]
     alice_id = alice.id
+    phone, _ = session_of(server, alice_id)
     db.session.commit()
     with LockHolder(instance, 3.0, alice_id):
-        response = verify(session_of(server, alice_id), verifying_event, bob_key)
+        response = verify(phone, verifying_event, bob_key)
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
     assert "very busy just now" in response.text
@@ -155,7 +164,8 @@ def test_two_verifications_at_once_on_two_servers_keep_the_pace(app, verifying_e
     carol_key = attendee_named(verifying_event, "Carol").keys[0]
     alice_id = alice.id
     db.session.commit()
-    first, second = session_of(app, alice_id), session_of(other, alice_id)
+    first, secret = session_of(app, alice_id)
+    second, _ = session_of(other, alice_id, secret)
     answers = at_once(
         lambda: verify(first, verifying_event, bob_key).status_code,
         lambda: verify(second, verifying_event, carol_key).status_code,
@@ -181,8 +191,9 @@ def test_a_join_link_opened_twice_at_once_on_two_servers_opens_one_session(app, 
     token = events.new_join_link(event, fingerprint)
     db.session.commit()
     other = second_server()
+    # Only the button spends a link (O2): both phones press it at once.
     answers = at_once(
-        lambda: app.test_client().get(f"/join/{token}").status_code,
-        lambda: other.test_client().get(f"/join/{token}").status_code,
+        lambda: app.test_client().post(f"/join/{token}").status_code,
+        lambda: other.test_client().post(f"/join/{token}").status_code,
     )
     assert sorted(answers) == [302, 404]

@@ -35,6 +35,7 @@ import pytest
 from keyparty import create_app
 from keyparty import events
 from keyparty import openpgp
+from keyparty import proof
 from keyparty import signing
 from keyparty import verification
 from keyparty.bundle import bundle_for
@@ -276,8 +277,11 @@ def prepare(instance: Path, tmp: Path) -> dict:
             uploads += [(tokens[signer.id], f.read_bytes()) for f in files]
             subprocess.run(["gpgconf", "--homedir", str(home.path), "--kill", "all"], check=False)
         serializer = app.session_interface.get_signing_serializer(app)
+        # Each phone's session as a join opens it (O2: event, attendee, secret).
         cookies = {
-            a.id: serializer.dumps({"attendee_id": a.id, "epoch": a.session_epoch})
+            a.id: serializer.dumps(
+                {"event_id": a.event_id, "attendee_id": a.id, "secret": proof.open_session(a)}
+            )
             for a in verifying.attendees + signing_event.attendees
         }
         verify_items = [
@@ -330,7 +334,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_keeps_nothing_refused(insta
             ),
             rng,
         )
-        assert [status for status, _ in registered].count(200) == len(good)
+        # A key registered goes on to its proof-of-possession page (O2).
+        assert [status for status, _ in registered].count(302) == len(good)
 
         # Verification: one decision per user ID, from each signer's phone.
         def verify(item):

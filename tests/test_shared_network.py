@@ -18,6 +18,7 @@ from keyparty.models import RateLimit
 from tests.conftest import attendee_named
 from tests.conftest import key_bytes
 from tests.conftest import phone_of
+from tests.conftest import prove_by_code
 from tests.test_serve import fetch
 from tests.test_serve import serve
 from tests.test_serve import stop
@@ -134,10 +135,12 @@ def test_the_language_switch_returns_to_the_page(client):
 
 def test_pages_with_tokens_are_not_cached(client, app, signing_event):
     event = events.create_event("Open Party")
-    registered = client.post(
+    started = client.post(
         f"/e/{event.id}/register",
         data={"name": "Hanako", "key_text": key_bytes("hanako").decode()},
     )
+    assert client.get(started.location).headers["Cache-Control"] == "no-store"
+    registered = prove_by_code(client, started.location, "hanako")
     assert "/join/" in registered.text
     assert registered.headers["Cache-Control"] == "no-store"
     assert client.get("/host/").headers["Cache-Control"] == "no-store"
@@ -198,7 +201,7 @@ def test_a_join_token_never_reaches_the_log(client, caplog, monkeypatch, event):
         raise RuntimeError("the database went away")
 
     client.application.config["PROPAGATE_EXCEPTIONS"] = False
-    monkeypatch.setattr("keyparty.registration.hash_token", broken)
+    monkeypatch.setattr("keyparty.proof.hash_token", broken)
     with caplog.at_level(logging.DEBUG):
         response = client.get(f"/join/{token}")
     assert response.status_code == 500

@@ -27,6 +27,7 @@ from tests.conftest import FIXTURES
 from tests.conftest import attendee_named
 from tests.conftest import fingerprint_of
 from tests.conftest import key_bytes
+from tests.conftest import phone_of
 from tests.conftest import record
 from tests.conftest import short_tempdir
 from tests.conftest import signing_event_on_server
@@ -192,12 +193,10 @@ def test_online_sign_with_a_token_uploads_and_the_phone_shows_outcomes(
     with app.app_context():
         event = signing_event_on_server("Online Party")
         alice = attendee_named(event, "Alice")
-        event_id, digest, alice_id = event.id, event.partylist_sha256, alice.id
+        event_id, digest = event.id, event.partylist_sha256
+        phone = phone_of(app, alice)
         db.session.remove()
 
-    phone = app.test_client()
-    with phone.session_transaction() as session:
-        session["attendee_id"] = alice_id
     page = phone.post("/me/signing-token", data={"csrf_token": _csrf(phone)}).text
     token = re.search(r'<span id="token">([^<]+)</span>', page).group(1)
 

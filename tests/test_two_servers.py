@@ -38,6 +38,9 @@ from keyparty.models import UserID
 from keyparty.models import Verification
 from keyparty.models import utcnow
 from keyparty.registration import hash_token
+from tests.conftest import challenge_on
+from tests.conftest import code_in
+from tests.conftest import decrypt_with
 from tests.conftest import short_tempdir
 from tests.test_serve import free_port
 
@@ -160,6 +163,8 @@ def test_two_servers_on_one_database_lose_nothing_and_export_alike(app, instance
         **os.environ,
         "KEYPARTY_DATABASE_URL": database_url(instance),
         "KEYPARTY_SECRET_KEY": app.config["SECRET_KEY"],
+        # Every phone registers from loopback: no per-address limit here.
+        "KEYPARTY_REGISTRATION_LIMIT": "1000",
     }
     servers = []
     event_id = event.id
@@ -182,6 +187,15 @@ def test_two_servers_on_one_database_lose_nothing_and_export_alike(app, instance
                 f"{via(n)}/e/{event_id}/register",
                 {"csrf_token": csrf(page), "name": f"Person {n}", "key_text": armored.decode()},
             )
+            # O2: the registrant proves possession, answered on the other server.
+            assert status == 302, page
+            prove = re.search(r'href="(/e/[^"]+/prove/[A-Za-z0-9_-]+)"', page).group(1)
+            status, page = phone.request(f"{via(n + 1)}{prove}")
+            assert status == 200, page
+            letter = decrypt_with(signer_home, challenge_on(page))
+            status, page = phone.request(
+                f"{via(n + 1)}{prove}", {"csrf_token": csrf(page), "code": code_in(letter)}
+            )
             assert status == 200 and "/join/" in page, page
             join = re.search(r"(/join/[A-Za-z0-9_-]+)", page).group(1)
             return phone, join
@@ -202,7 +216,9 @@ def test_two_servers_on_one_database_lose_nothing_and_export_alike(app, instance
 
         phones = []
         for n, (phone, join) in enumerate(registered):
-            status, _ = phone.request(f"{via(n)}{join}")
+            status, page = phone.request(f"{via(n)}{join}")
+            assert status == 200, page
+            status, _ = phone.request(f"{via(n)}{join}", {"csrf_token": csrf(page)})
             assert status == 302
             phones.append(phone)
 

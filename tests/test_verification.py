@@ -211,7 +211,11 @@ def test_a_join_link_works_once(app, event):
         event, [("alice.asc", key_bytes("alice"))], events.event_home(event)
     )
     token = result.accepted[0].join_token
-    first = app.test_client().get(f"/join/{token}")
+    # A link preview or mail scanner opens it: nothing is spent (O2).
+    for _ in range(2):
+        assert "Join on this phone" in app.test_client().get(f"/join/{token}").text
+    assert app.test_client().head(f"/join/{token}").status_code == 200
+    first = app.test_client().post(f"/join/{token}")
     assert first.status_code == 302
     again = app.test_client().get(f"/join/{token}")
     assert again.status_code == 404 and "already used" in again.text
@@ -239,11 +243,11 @@ def test_the_scanner_is_offered_on_localhost_and_explained_elsewhere(app, verify
     phone = phone_of(app, attendee_named(verifying_event, "Alice"))
     local = phone.get("/scan", base_url="http://localhost:8000").text
     assert 'id="scanner"' in local and "vendor/jsQR.js" in local
-    lan_phone = app.test_client()
     # The laptop's address on the party's Wi-Fi.
     app.config["TRUSTED_HOSTS"].fixed.append("192.168.1.10")
-    with lan_phone.session_transaction(base_url="http://192.168.1.10:8000") as session:
-        session["attendee_id"] = attendee_named(verifying_event, "Alice").id
+    lan_phone = phone_of(
+        app, attendee_named(verifying_event, "Alice"), base_url="http://192.168.1.10:8000"
+    )
     lan = lan_phone.get("/scan", base_url="http://192.168.1.10:8000").text
     assert 'id="scanner"' not in lan
     assert "--tls-cert" in lan

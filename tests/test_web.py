@@ -10,6 +10,8 @@ from keyparty.models import Event
 from tests.conftest import fingerprint_of
 from tests.conftest import fixture_bytes
 from tests.conftest import key_bytes
+from tests.conftest import press_join
+from tests.conftest import prove_by_code
 
 PHONE = {"REMOTE_ADDR": "192.168.1.23"}
 
@@ -56,16 +58,20 @@ def test_attendee_registers_by_paste_and_gets_a_join_link_once(client, event):
             "key_text": key_bytes("hanako").decode(),
         },
     )
+    # O2: no join link before the registrant proves they hold the key.
+    assert response.status_code == 302 and "/prove/" in response.location
+    attendee = db.session.scalar(db.select(Attendee))
+    assert attendee.proven_at is None and attendee.join_token_sha256 is None
+    response = prove_by_code(client, response.location, "hanako")
     assert response.status_code == 200
     assert "shown only this once" in response.text
     link = re.search(r'href="(http://keyparty.test:8000/join/[^"]+)"', response.text).group(1)
     assert "<svg" in response.text, "the join link comes as a code to scan with the phone"
     token = link.rsplit("/", 1)[1]
-    attendee = db.session.scalar(db.select(Attendee))
+    db.session.refresh(attendee)
     assert token not in (attendee.join_token_sha256 or "")
 
-    joined = client.get(f"/join/{token}")
-    assert joined.status_code == 302 and joined.location.endswith("/me")
+    press_join(client, token)
     me = client.get("/me").text
     assert "山田花子 &lt;hanako@example.jp&gt;" in me
 
@@ -75,6 +81,7 @@ def test_attendee_registers_by_file_upload(client, event):
         f"/e/{event.id}/register",
         data={"name": "Zoë", "key_file": (io.BytesIO(key_bytes("zoe")), "zoe.asc")},
         content_type="multipart/form-data",
+        follow_redirects=True,
     )
     assert response.status_code == 200
     assert fingerprint_of("zoe")[:4] in response.text
@@ -95,6 +102,7 @@ def test_names_from_strangers_are_escaped_on_pages(client, event):
     response = client.post(
         f"/e/{event.id}/register",
         data={"name": "<script>alert(1)</script>", "key_text": key_bytes("alice").decode()},
+        follow_redirects=True,
     )
     assert response.status_code == 200
     host_page = client.get(f"/host/e/{event.id}").text
@@ -111,6 +119,12 @@ def test_an_unknown_join_link_gets_a_plain_message(client):
 def test_host_freezes_and_reads_the_digests_aloud(client, registered_event):
     page = client.get(f"/host/e/{registered_event.id}").text
     assert "Freeze the party list" in page
+    # O2: the imported links were never redeemed, so the freeze's confirmation names them.
+    asked = client.post(f"/host/e/{registered_event.id}/step/freeze", follow_redirects=True).text
+    assert "entries are not proven yet (O2)" in asked
+    assert all(f"{name} Example" in asked for name in ("Alice", "Bob", "Carol"))
+    db.session.refresh(registered_event)
+    assert registered_event.state == "registration"
     client.post(f"/host/e/{registered_event.id}/step/freeze", data={"confirmed": "yes"})
     db.session.refresh(registered_event)
     assert registered_event.state == "frozen"
@@ -140,7 +154,8 @@ def test_host_imports_a_keyring_and_a_signup_sheet(client, event):
                 (io.BytesIO(key_bytes("alice") + key_bytes("bob")), "ring.asc"),
                 (io.BytesIO(fixture_bytes("bad/rsa1024.asc")), "old.asc"),
                 (io.BytesIO(fixture_bytes("signups.csv")), "signups.csv"),
-            ]
+            ],
+            "hand_out": "y",
         },
         content_type="multipart/form-data",
     )

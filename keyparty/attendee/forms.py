@@ -58,3 +58,31 @@ class VerificationForm(FlaskForm):
 
 class ButtonForm(FlaskForm):
     """A button with nothing to fill in (withdraw), CSRF-protected."""
+
+
+class ProofForm(FlaskForm):
+    """O2: the answer to a challenge, one of the two."""
+
+    code = StringField(
+        N_("The code from the decrypted message"),
+        validators=[Optional(), Length(max=40, message=TOO_LONG)],
+    )
+    signed = TextAreaField(
+        N_("…or the signed text (or detached signature)"),
+        validators=[Optional(), Length(max=64 * 1024, message=TOO_LONG)],
+    )
+
+
+class RejoinForm(FlaskForm):
+    """O2: which key to prove possession of, on this phone."""
+
+    fingerprint = StringField(
+        N_("Your key's fingerprint (or the text of your badge's code)"),
+        validators=[DataRequired(REQUIRED), Length(max=400, message=TOO_LONG)],
+    )
+
+
+class JoinForm(FlaskForm):
+    """Spends a join link: only a POST from the link's own page does (O2)."""
+
+    switch = BooleanField()

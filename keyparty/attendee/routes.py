@@ -5,7 +5,6 @@ decision per user ID."""
 from __future__ import annotations
 
 import functools
-import time
 from datetime import UTC
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -28,16 +27,19 @@ from keyparty import delivery
 from keyparty import events
 from keyparty import exports
 from keyparty import pairing
+from keyparty import proof
 from keyparty import publishing
 from keyparty import ratelimit
 from keyparty import registration
 from keyparty import report
 from keyparty import rules
-from keyparty import storage
 from keyparty import verification
 from keyparty.attendee.forms import ButtonForm
 from keyparty.attendee.forms import ConfirmEntryForm
+from keyparty.attendee.forms import JoinForm
+from keyparty.attendee.forms import ProofForm
 from keyparty.attendee.forms import RegistrationForm
+from keyparty.attendee.forms import RejoinForm
 from keyparty.attendee.forms import VerificationForm
 from keyparty.badges import verification_url
 from keyparty.bundle import bundle_for
@@ -48,6 +50,7 @@ from keyparty.i18n import gettext as _
 from keyparty.i18n import refusal_message
 from keyparty.models import Attendee
 from keyparty.models import Certification
+from keyparty.models import Challenge
 from keyparty.models import Event
 from keyparty.models import Key
 from keyparty.models import UserID
@@ -73,12 +76,34 @@ def _event_or_404(event_id: str) -> Event:
 
 
 def current_attendee() -> Attendee | None:
-    """The attendee whose own session this is (T2), or None."""
+    """The attendee whose own session this is (T2, O2), or None.
+
+    A session names its event, its attendee and a per-attendee secret kept
+    (hashed) in the database: a cookie from another instance, a purged event
+    or from before a relink, re-join or proof opens nothing.
+    """
     attendee_id = session.get("attendee_id")
-    attendee = db.session.get(Attendee, attendee_id) if attendee_id else None
-    if attendee is None or session.get("epoch", 0) != attendee.session_epoch:
+    if not isinstance(attendee_id, int):
+        return None
+    attendee = db.session.get(Attendee, attendee_id)
+    if not proof.session_opens(attendee, session.get("event_id"), session.get("secret")):
         return None
     return attendee
+
+
+def _sign_in(attendee: Attendee) -> None:
+    """This browser's session speaks for `attendee` from now on, no other's."""
+    # Mails to the attendee come in the language of their phone.
+    attendee.language = current_language()
+    secret = proof.open_session(attendee)
+    lang = session.get("lang")
+    session.clear()
+    session["event_id"] = attendee.event_id
+    session["attendee_id"] = attendee.id
+    session["secret"] = secret
+    if lang:
+        session["lang"] = lang
+    session.permanent = True
 
 
 def no_store(view):
@@ -93,11 +118,21 @@ def no_store(view):
     return wrapper
 
 
-def _too_fast(bucket: str, limit: int, per_seconds: int):
+def _too_fast(bucket: str, limit: int, per_seconds: int, registering: bool = False):
     wait = ratelimit.hit(bucket, limit, per_seconds)
     if wait:
-        message = _("Too many requests. Wait {wait} s and try again.", wait=wait)
-        return render_template("message.html", title=_("Slow down"), message=message), 429
+        if registering:
+            message = _(
+                "Too many registrations from this address: at most {limit} keys in {minutes} "
+                "minutes. Try again in {wait} s.",
+                limit=limit,
+                minutes=max(1, per_seconds // 60),
+                wait=wait,
+            )
+        else:
+            message = _("Too many requests. Wait {wait} s and try again.", wait=wait)
+        response = render_template("message.html", title=_("Slow down"), message=message), 429
+        return response
     return None
 
 
@@ -110,7 +145,6 @@ def index():
 
 
 @blueprint.route("/lang/<code>")
-@storage.writes
 def set_language(code: str):
     if code in LANGUAGES:
         session["lang"] = code
@@ -121,15 +155,21 @@ def set_language(code: str):
     return redirect(local_path(request.args.get("next")))
 
 
+def _base_url() -> str:
+    return public_base_url(request.host_url)
+
+
 @blueprint.route("/e/<event_id>/register", methods=["GET", "POST"])
 @no_store
 def register(event_id: str):
     if request.method == "POST":
+        # Each registration runs gpg: one address cannot flood the event with keys.
         config = current_app.config
         limited = _too_fast(
             f"register:{request.remote_addr}",
             config["REGISTRATION_LIMIT"],
             config["REGISTRATION_WINDOW_SECONDS"],
+            registering=True,
         )
         if limited:
             return limited
@@ -146,24 +186,26 @@ def register(event_id: str):
             one_key=True,
             name=form.name.data,
             email=form.email.data,
+            issue_links=False,
         )
         if result.accepted:
-            accepted = result.accepted[0]
-            # Kept in this browser's session for a while, so that switching the
-            # page's language shows the join link again instead of losing it.
-            session["registered"] = {
-                "event": event.id,
-                "key": accepted.key.id,
-                "updated": accepted.updated,
-                "join": accepted.join_token,
-                "until": time.time() + REGISTERED_SECONDS,
-            }
-            return _registered_page(
-                event,
-                accepted.key,
-                accepted.updated,
-                accepted.join_token,
-                warnings=accepted.warnings,
+            # O2: new or already registered, the key's holder proves possession
+            # before the entry has a join link, a session or a say.
+            started = proof.start(
+                result.accepted[0].key,
+                "register",
+                _base_url(),
+                name=form.name.data,
+                email=form.email.data or None,
+            )
+            flash(
+                _("Key updated: prove that you hold it to take its entry.")
+                if result.accepted[0].updated
+                else _("Your key is on the list. One step left: prove that you hold it."),
+                "ok",
+            )
+            return redirect(
+                url_for("attendee.prove", event_id=event.id, public_id=started.challenge.public_id)
             )
         rejected = result.rejected
         if any(r.problem == "secret-key" for r in rejected):
@@ -173,70 +215,155 @@ def register(event_id: str):
     return render_template("register.html", event=event, form=form, rejected=rejected), status
 
 
-REGISTERED_SECONDS = 30 * 60
+def _challenge_or_404(event: Event, public_id: str) -> Challenge:
+    challenge = proof.find(public_id)
+    if challenge is None or challenge.event_id != event.id:
+        abort(404)
+    return challenge
 
 
-def _registered_page(event: Event, key: Key, updated: bool, join_token: str | None, warnings=()):
-    join_url = None
-    if join_token:
-        base = public_base_url(request.host_url)
-        join_url = f"{base}{url_for('attendee.join', token=join_token)}"
+def _prove_page(event: Event, challenge: Challenge, form: ProofForm, refusal=None, status=200):
+    expired = rules.check_challenge(
+        challenge.expires_at, challenge.used_at, challenge.failed_attempts, _now()
+    )
+    return render_template(
+        "prove.html",
+        event=event,
+        challenge=challenge,
+        key=challenge.key,
+        form=form,
+        refusal=refusal,
+        expired=expired,
+        again_url=url_for(
+            "attendee.register" if challenge.purpose == "register" else "attendee.rejoin",
+            event_id=event.id,
+        ),
+    ), status
+
+
+@blueprint.route("/e/<event_id>/prove/<public_id>", methods=["GET", "POST"])
+@no_store
+def prove(event_id: str, public_id: str):
+    """O2: answer the challenge by the decrypted code or a signature."""
+    event = _event_or_404(event_id)
+    challenge = _challenge_or_404(event, public_id)
+    form = ProofForm()
+    if request.method == "GET" or not form.validate_on_submit():
+        return _prove_page(event, challenge, form, status=200 if request.method == "GET" else 400)
+    limited = _too_fast(f"prove:{request.remote_addr}", 30, 600)
+    if limited:
+        return limited
+    if (form.signed.data or "").strip():
+        refusal = proof.answer_signature(challenge, form.signed.data, _now())
+    elif (form.code.data or "").strip():
+        refusal = proof.answer_code(challenge, form.code.data, _now())
+    else:
+        refusal = rules.missing_answer()
+    if refusal:
+        return _prove_page(event, challenge, form, refusal, 409)
+    attendee = proof.prove(challenge, _now())
+    if challenge.purpose == "rejoin":
+        _sign_in(attendee)
+        flash(_("You proved that you hold the key: this phone is back in."), "ok")
+        return redirect(url_for("attendee.me"))
+    token = proof.new_join_link(attendee)
+    join_url = proof.join_url(_base_url(), token)
     return render_template(
         "registered.html",
         event=event,
-        key=key,
-        updated=updated,
-        warnings=warnings,
+        key=challenge.key,
         join_url=join_url,
-        join_svg=Markup(qr_svg(join_url)) if join_url else None,
-        lang_next=url_for("attendee.registered", event_id=event.id),
+        join_path=url_for("attendee.join", token=token),
+        join_svg=Markup(qr_svg(join_url)),
+        join_form=JoinForm(),
     )
 
 
-@blueprint.route("/e/<event_id>/registered")
-def registered(event_id: str):
-    """The "you are registered" page again (after a language switch), from this
-    browser's session; joining with the link ends it."""
+@blueprint.route("/e/<event_id>/prove/<public_id>/challenge.asc")
+def challenge_file(event_id: str, public_id: str):
+    """The encrypted challenge as a file, for `gpg --decrypt FILE`."""
+    challenge = _challenge_or_404(_event_or_404(event_id), public_id)
+    if not challenge.message:
+        abort(404)
+    response = current_app.response_class(challenge.message, mimetype="application/pgp-encrypted")
+    response.headers["Content-Disposition"] = 'attachment; filename="keyparty-challenge.asc"'
+    return response
+
+
+@blueprint.route("/e/<event_id>/prove/<public_id>/challenge.txt")
+def challenge_text(event_id: str, public_id: str):
+    """The text to sign as a file, for `gpg --clearsign FILE`."""
+    challenge = _challenge_or_404(_event_or_404(event_id), public_id)
+    response = current_app.response_class(challenge.text, mimetype="text/plain")
+    response.headers["Content-Disposition"] = 'attachment; filename="keyparty-challenge.txt"'
+    return response
+
+
+def _fingerprint_from(text: str) -> str:
+    """A fingerprint as typed, or read from a badge code (OPENPGP4FPR:… or the
+    key page's address)."""
+    text = (text or "").strip()
+    if text.upper().startswith("OPENPGP4FPR:"):
+        text = text[len("OPENPGP4FPR:") :].split("#", 1)[0]
+    elif "/k/" in text:
+        text = text.rsplit("/k/", 1)[1].split("/", 1)[0].split("?", 1)[0]
+    return registration.normalize_fingerprint(text)
+
+
+@blueprint.route("/e/<event_id>/rejoin", methods=["GET", "POST"])
+def rejoin(event_id: str):
+    """O2: back in on this phone (a lost phone, a new server address) by
+    proving possession of the key again."""
     event = _event_or_404(event_id)
-    shown = session.get("registered") or {}
-    key = db.session.get(Key, shown.get("key", 0)) if shown.get("event") == event.id else None
-    if key is None or shown.get("until", 0) < time.time():
-        session.pop("registered", None)
-        return redirect(url_for("attendee.register", event_id=event.id))
-    return _registered_page(event, key, shown.get("updated", False), shown.get("join"))
+    form = RejoinForm()
+    problem = None
+    if form.validate_on_submit():
+        limited = _too_fast(f"rejoin:{request.remote_addr}", 10, 600)
+        if limited:
+            return limited
+        found = _key_or_none(event, _fingerprint_from(form.fingerprint.data))
+        if found is None:
+            problem = _(
+                "No key with this fingerprint is registered for {event}. Check it with "
+                "`gpg --fingerprint`, or register the key first.",
+                event=event.name,
+            )
+        else:
+            started = proof.start(found, "rejoin", _base_url())
+            return redirect(
+                url_for("attendee.prove", event_id=event.id, public_id=started.challenge.public_id)
+            )
+    status = 400 if request.method == "POST" else 200
+    return render_template("rejoin.html", event=event, form=form, problem=problem), status
 
 
-@blueprint.route("/join/<token>")
-@storage.writes
+@blueprint.route("/join/<token>", methods=["GET", "POST"])
 @no_store
 def join(token: str):
+    """A join link is spent only by a POST from its own page: a GET or HEAD
+    (link previews, mail scanners, an <img> elsewhere) shows the button and
+    spends nothing. A phone that speaks for someone else is asked first."""
     limited = _too_fast(f"join:{request.remote_addr}", 30, 60)
     if limited:
         return limited
-    # Locked (PostgreSQL): a link opened twice at once, on two server
-    # processes, is redeemed by one; the other finds no such token.
-    attendee = db.session.scalar(
-        db.select(Attendee)
-        .where(Attendee.join_token_sha256 == registration.hash_token(token))
-        .with_for_update()
-    )
-    if attendee is None:
+    target = proof.find_join(token, _now())
+    if target is None:
         limited = _too_fast(f"join-miss:{request.remote_addr}", 10, 60)
         if limited:
             return limited
         return render_template("join_unknown.html"), 404
-    # Redeemed once: the link now belongs to this phone's session only.
-    attendee.join_token_sha256 = None
-    attendee.joined_at = _now().replace(tzinfo=None)
-    attendee.language = current_language()
-    db.session.commit()
-    lang = session.get("lang")
-    session.clear()
-    session["attendee_id"] = attendee.id
-    session["epoch"] = attendee.session_epoch
-    if lang:
-        session["lang"] = lang
-    session.permanent = True
+    me = current_attendee()
+    other = me if me is not None and me.id != target.attendee.id else None
+    form = JoinForm()
+    if request.method == "GET" or not form.validate_on_submit():
+        return render_template("join.html", target=target.attendee, other=other, form=form)
+    if other is not None and not form.switch.data:
+        # Never switched silently: the phone's owner chooses.
+        return render_template("join.html", target=target.attendee, other=other, form=form), 409
+    attendee = proof.redeem_join(token, _now())
+    if attendee is None:
+        return render_template("join_unknown.html"), 404
+    _sign_in(attendee)
     # Away from the URL holding the token, so it is not left in the history.
     return redirect(url_for("attendee.me"))
 

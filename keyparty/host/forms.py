@@ -2,6 +2,7 @@
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import MultipleFileField
+from wtforms import BooleanField
 from wtforms import DateField
 from wtforms import IntegerField
 from wtforms import PasswordField
@@ -22,6 +23,12 @@ class ImportForm(FlaskForm):
     files = MultipleFileField(
         N_("Keyring files (armored or binary) and CSV sign-up sheets"),
         validators=[DataRequired(message="Choose at least one file to import.")],
+    )
+    hand_out = BooleanField(
+        N_(
+            "Show plain join links to hand out face to face (instead of sending them "
+            "encrypted to each key)"
+        )
     )
 
 

@@ -31,6 +31,7 @@ from keyparty import events
 from keyparty import exports
 from keyparty import graphviz
 from keyparty import intake
+from keyparty import proof
 from keyparty import publishing
 from keyparty import ratelimit
 from keyparty import registration
@@ -191,6 +192,8 @@ def event(event_id: str):
         sha512_groups=group_digest(event.partylist_sha512) if event.partylist_sha512 else [],
         registration_url=f"{public_base_url(request.host_url)}/e/{event.id}/register",
         event_url=f"{public_base_url(request.host_url)}/e/{event.id}",
+        # O2 by name: a status of each entry, not a count per attendee (P5).
+        unproven=proof.unproven(event),
     )
 
 
@@ -247,6 +250,8 @@ def confirm(event_id: str, action: str):
         action=action,
         label=label,
         explanation=CONFIRM_STEPS[action],
+        # O2: the freeze names the entries nobody has proven yet.
+        waiting=proof.unproven(event) if action == "freeze" else [],
         target=target,
         form=StepForm(),
     )
@@ -376,12 +381,47 @@ def import_keys(event_id: str):
         flash(str(problem), "error")
         return redirect(url_for("host.event", event_id=event.id))
     result = registration.register_keys(event, inputs, events.event_home(event), signups=signups)
+    base_url = public_base_url(request.host_url)
+    sent = None
+    links = proof.import_links(result)
+    if links and not form.hand_out.data:
+        # O2: each join link leaves encrypted to its key.
+        try:
+            sent = delivery.send_join_links(
+                event,
+                links,
+                base_url,
+                delivery.smtp_settings(current_app.config),
+                events.event_files(event) / "outbox",
+            )
+        except delivery.DeliveryError as problem:
+            flash(f"{problem} The keys are registered: relink them or import again.", "error")
     return render_template(
         "host/imported.html",
         event=event,
         result=result,
-        base_url=public_base_url(request.host_url),
+        base_url=base_url,
+        hand_out=form.hand_out.data,
+        linked={key.fingerprint: token for key, token in links},
+        sent=sent,
+        outbox=events.event_files(event) / "outbox",
     )
+
+
+@blueprint.route("/e/<event_id>/remove/<fingerprint>", methods=["POST"])
+def remove_key(event_id: str, fingerprint: str):
+    """Host clean-up before the freeze (same as `keyparty remove`)."""
+    event = _event_or_404(event_id)
+    if not StepForm().validate_on_submit():
+        abort(400)
+    try:
+        removed, name, attendee_gone = events.remove_key(event, fingerprint)
+    except (LookupError, ValueError) as problem:
+        flash(str(problem).strip("'\""), "error")
+    else:
+        also = " (their only key: the attendee is removed too)" if attendee_gone else ""
+        flash(f"Removed {removed} of {name}{also}.", "ok")
+    return redirect(url_for("host.event", event_id=event.id))
 
 
 @blueprint.route("/e/<event_id>/partylist.txt")

@@ -165,3 +165,12 @@ def phone(request, playwright, browser, live_server, artifacts):
         context.close()
     for chromium in own_browsers:
         chromium.close()
+
+
+def join(page, token: str) -> None:
+    """Open a join link and press its button, as a phone does (O2: only the
+    button spends the link), in whatever language the page speaks."""
+    page.goto(f"/join/{token}")
+    page.locator("main form button[type=submit]").first.click()
+    page.wait_for_url("**/me")
+    page.wait_for_load_state()

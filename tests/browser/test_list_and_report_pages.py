@@ -12,6 +12,7 @@ from keyparty import events
 from keyparty.extensions import db
 from keyparty.models import Certification
 from keyparty.models import utcnow
+from tests.browser.conftest import join
 from tests.browser.test_event_phones import party  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.browser
@@ -90,7 +91,7 @@ def test_list_and_report_pages_at_both_sizes_in_both_languages(
     # Alice's phone session, reused by every screenshot of her page.
     joining = browser.new_context(base_url=live_server.url)
     page = joining.new_page()
-    page.goto(f"/join/{party['tokens']['alice']}")
+    join(page, party["tokens"]["alice"])
     state = joining.storage_state()
     # What the browser saves from the phone page and from the public page is
     # the frozen file: sha256sum prints the digest read aloud.

@@ -10,6 +10,7 @@ import pytest
 from keyparty import events
 from keyparty.extensions import db
 from keyparty.models import utcnow
+from tests.browser.conftest import join
 from tests.browser.test_event_phones import party  # noqa: F401  (a fixture)
 from tests.browser.test_event_phones import start_verifying
 from tests.browser.y4m import picture_video
@@ -61,7 +62,7 @@ def test_a_whole_badge_with_both_codes_in_view(
 
     everyone_confirmed_and_verifying(live_server, event_id)
     alice = phone("alice", video=video)
-    alice.goto(f"/join/{party['tokens']['alice']}")
+    join(alice, party["tokens"]["alice"])
     alice.goto("/scan")
     assert alice.locator("#scanner").count() == 1
     alice.wait_for_url(VERIFY_PAGE, timeout=20_000)
@@ -91,7 +92,7 @@ def test_payload_spellings_other_apps_write(
     everyone_confirmed_and_verifying(live_server, event_id)
     video = qr_video(PAYLOADS[variant](keys["bob"]), tmp_path / "code.y4m")
     alice = phone("alice", video=video)
-    alice.goto(f"/join/{party['tokens']['alice']}")
+    join(alice, party["tokens"]["alice"])
     alice.goto("/scan")
     alice.wait_for_url(VERIFY_PAGE, timeout=15_000)
     assert alice.url.endswith(f"/k/{keys['bob']}")
@@ -110,7 +111,7 @@ def test_a_short_key_id_is_still_refused(
     everyone_confirmed_and_verifying(live_server, event_id)
     video = qr_video("OPENPGP4FPR:" + keys["bob"][-16:], tmp_path / "keyid.y4m")
     alice = phone("alice", video=video, locale=locale)
-    alice.goto(f"/join/{party['tokens']['alice']}")
+    join(alice, party["tokens"]["alice"])
     alice.goto("/scan")
     status = alice.locator("#scan-status")
     expected = "short key ID" if locale == "en-US" else "短い鍵ID"
@@ -145,7 +146,7 @@ def test_where_the_browser_finds_every_code_the_scanner_uses_it(
     alice = phone("alice", video=video)
     found = ["https://elsewhere.example/e/x/k/" + keys["bob"], "OPENPGP4FPR:" + keys["bob"]]
     alice.add_init_script(DETECTOR % repr(found).replace("'", '"'))
-    alice.goto(f"/join/{party['tokens']['alice']}")
+    join(alice, party["tokens"]["alice"])
     alice.goto("/scan")
     alice.wait_for_url(VERIFY_PAGE, timeout=15_000)
     assert alice.url.endswith(f"/k/{keys['bob']}")
