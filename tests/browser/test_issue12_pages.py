@@ -17,6 +17,7 @@ from keyparty import events
 from keyparty import pairing
 from keyparty import registration
 from keyparty.extensions import db
+from tests.browser.conftest import join
 from tests.conftest import attendee_named
 from tests.conftest import key_bytes
 from tests.conftest import signing_event_on_server
@@ -56,11 +57,12 @@ def events_on_server(live_server):
     return made
 
 
-def join_link(app, event_id: str, fingerprint: str) -> str:
+def join_as(page, app, event_id: str, fingerprint: str) -> None:
+    """A new join link from the host, opened on the phone and its button pressed."""
     with app.app_context():
         token = events.new_join_link(events.get_event(event_id), fingerprint)
         db.session.remove()
-    return f"/join/{token}"
+    join(page, token)
 
 
 def shoot(page, name: str, language: str, artifacts) -> None:
@@ -121,7 +123,7 @@ def test_phone_pages(browser, live_server, events_on_server, artifacts, language
         assert page.locator("form[enctype]").count() == 0  # closed after the freeze
         shoot(page, "register-after-freeze", language, artifacts)
 
-        page.goto(join_link(app, frozen["id"], frozen["alice"]))
+        join_as(page, app, frozen["id"], frozen["alice"])
         for width, size in SIZES.items():
             page.set_viewport_size(size)
             # Each group of four of the digest stays on one line.
@@ -132,7 +134,7 @@ def test_phone_pages(browser, live_server, events_on_server, artifacts, language
             assert len(lines) == 16 and set(lines) == {1}, (width, lines)
         shoot(page, "me-frozen-digest", language, artifacts)
 
-        page.goto(join_link(app, signing["id"], signing["alice"]))
+        join_as(page, app, signing["id"], signing["alice"])
         box = page.locator(".pairing")
         assert box.count() == 1 and box.locator(".pair-code").inner_text().count("-") == 1
         shoot(page, "me-signing-pairing", language, artifacts)
