@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from keyparty import create_app
 from keyparty.network import exposure_warning
+from tests.conftest import challenge_on
+from tests.conftest import decrypt_with
 from tests.conftest import key_bytes
+from tests.conftest import secret_home
+from tests.conftest import stop_agent
 
 
 def proxied_app(hops: int):
@@ -43,13 +47,20 @@ def test_behind_a_proxy_links_use_the_public_https_address(instance):
     client = proxied_app(1).test_client()
     event = client.post("/host/events", data={"name": "Proxy Party"}, environ_base=FROM_THE_PROXY)
     assert event.status_code in (302, 303)
-    page = client.post(
+    registered = client.post(
         "/e/proxy-party/register",
         data={"name": "Alice", "key_text": key_bytes("alice").decode()},
         headers=FORWARDED,
         environ_base=FROM_THE_PROXY,
-    ).text
-    assert "https://keyparty.example.org/join/" in page
+    )
+    # O2: the join link comes inside the challenge encrypted to the key.
+    prove = client.get(registered.location, headers=FORWARDED, environ_base=FROM_THE_PROXY)
+    home = secret_home("alice")
+    try:
+        letter = decrypt_with(home, challenge_on(prove.text))
+    finally:
+        stop_agent(home)
+    assert "https://keyparty.example.org/join/" in letter
 
 
 def test_plain_http_beyond_the_local_network_is_warned():
