@@ -266,7 +266,7 @@ def test_refused_for_its_timing_it_is_judged_again_when_it_comes_back(door, sign
     # Alice's page shows the last one.
     assert [r.status for r in rows(signing_event)] == ["refused", "accepted"]
     page = phone_of(door.app, attendee_named(signing_event, "Alice")).get("/me").text
-    assert "Accepted" in page and "lifecycle" not in page
+    assert "Taken in by the event" in page and "lifecycle" not in page
 
 
 def test_someone_elses_upload_changes_nothing_for_the_issuer(
@@ -285,7 +285,7 @@ def test_someone_elses_upload_changes_nothing_for_the_issuer(
     assert "T2" not in phone_of(app, alice).get("/me").text
     assert_accepted(door, data)
     page = phone_of(app, alice).get("/me").text
-    assert "Accepted" in page and "T2" not in page
+    assert "Taken in by the event" in page and "T2" not in page
     # Carol's copy after Alice's is judged, not answered "already accepted" (P5).
     again = carol_api(data, sender="Carol")
     assert (again.status, again.rule) == ("refused", "T2")

@@ -14,10 +14,12 @@ from datetime import timedelta
 import pytest
 
 from keyparty import pairing
+from keyparty import proof
 from keyparty.extensions import db
 from keyparty.models import SigningPairing
 from keyparty.models import utcnow
 from tests.conftest import attendee_named
+from tests.conftest import phone_of
 from tests.conftest import signing_event_on_server
 
 CODE = re.compile(r"Code ([BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4})")
@@ -30,20 +32,18 @@ def party(live_server):
     app.config.update(PAIRING_INTERVAL=1, PAIRING_SECONDS=60)
     with app.app_context():
         event = signing_event_on_server("Pairing Party")
-        alice = attendee_named(event, "Alice")
-        info = {
-            "id": event.id,
-            "digest": event.partylist_sha256,
-            "alice": alice.id,
-            "bob": attendee_named(event, "Bob").id,
-        }
+        info = {"id": event.id, "digest": event.partylist_sha256}
+        # Each phone holds its attendee's own session secret (O2; tests/test_proof.py
+        # opens sessions through the proof itself).
+        phones = {}
+        for name in ("alice", "bob"):
+            attendee = attendee_named(event, name.title())
+            secret = proof.open_session(attendee)
+            phone = app.test_client()
+            with phone.session_transaction() as session:
+                session.update(event_id=event.id, attendee_id=attendee.id, secret=secret)
+            phones[name] = phone
         db.session.remove()
-    phones = {}
-    for name in ("alice", "bob"):
-        phone = app.test_client()
-        with phone.session_transaction() as session:
-            session["attendee_id"] = info[name]
-        phones[name] = phone
     return {**info, "url": f"{live_server.url}/e/{info['id']}", "app": app, "phones": phones}
 
 
@@ -164,7 +164,6 @@ def test_pairing_asks_for_a_key_registered_here(app, signing_event):
 
 
 def test_the_token_page_groups_the_token_and_says_the_old_one_stops(app, signing_event):
-    from tests.conftest import phone_of
 
     phone = phone_of(app, attendee_named(signing_event, "Alice"))
     me = phone.get("/me").text
