@@ -275,8 +275,14 @@ def _send_join_links(event, links: list, base: str) -> bool:
             f"no mail  {fingerprint}: no email user ID; give its person "
             f"{outbox / f'join-{fingerprint}.asc'} (encrypted to the key)"
         )
+    for fingerprint in sent.sign_only:
+        click.echo(
+            f"no link  {fingerprint}: nothing can be encrypted to this key; its holder proves "
+            f"possession by signing on {base}/e/{event.id}/rejoin (or hand the link over with "
+            f"`keyparty relink {event.id} {fingerprint}`)"
+        )
     for fingerprint, reason in sent.refused:
-        click.echo(f"not sent {fingerprint}: {reason}", err=True)
+        click.echo(f"not sent {fingerprint}: {for_terminal(reason)}", err=True)
     click.echo(
         f"Join links left encrypted to their keys: {len(sent.armored)} armored message(s) in "
         f"{outbox}. Whoever decrypts one and opens its link proves they hold the key (O2)."

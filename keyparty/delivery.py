@@ -947,6 +947,9 @@ class JoinMailReport:
     written: list[Path] = field(default_factory=list)
     armored: list[Path] = field(default_factory=list)
     no_address: list[str] = field(default_factory=list)
+    # Keys nothing can be encrypted to: their holders prove possession by
+    # signing (registration or re-join page), or the host hands the link over.
+    sign_only: list[str] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -1017,6 +1020,9 @@ def send_join_links(
             with home.locked():
                 armored = home.encrypt(letter.encode("utf-8"), key.fingerprint)
                 mail = home.encrypt(render(inner, "\r\n"), key.fingerprint)
+        except NoEncryptionKey:
+            report.sign_only.append(key.fingerprint)
+            continue
         except GnuPGError as problem:
             report.refused.append((key.fingerprint, str(problem)))
             continue

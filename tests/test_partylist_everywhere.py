@@ -198,7 +198,7 @@ def test_the_command_line_publishes_and_mails_the_list(instance, tmp_path):
     assert keyparty(instance, "import", event_id, *keys).returncode == 0
     early = keyparty(instance, "mail-list", event_id)
     assert early.returncode != 0 and "not frozen yet" in early.stderr
-    frozen = keyparty(instance, "freeze", event_id)
+    frozen = keyparty(instance, "freeze", event_id, "--yes")
     assert f"keyparty mail-list {event_id}" in frozen.stdout
 
     published = keyparty(instance, "event", "set", event_id, "--publish-list")

@@ -94,7 +94,7 @@ def test_rejoin_on_a_copy_of_the_instance_on_another_server(
         assert "Alice Example" in me
         _, token_page, status = alice.post("/me/signing-token", {"csrf_token": csrf_of(me)})
         assert status == 200
-        token = token_page.split("--token ")[1].split("<")[0].strip()
+        token = re.search(r'<span id="token">([^<]+)</span>', token_page).group(1)
         _, bundle, status = alice.get(
             f"/api/e/{event_id}/bundle", headers={"Authorization": f"Bearer {token}"}
         )

@@ -87,22 +87,3 @@ def test_the_project_carries_its_own_rules_document():
     assert used, "no rule ids found in rules.py"
     for rule in sorted(used | {"C1", "C2", "C3", "D1", "D2", "D3", "D4", "T1", "T2", "T3", "T4"}):
         assert f"**{rule}:" in rules_doc, f"{rule} is not explained in docs/rules.md"
-
-
-def test_switching_language_on_you_are_registered_keeps_the_join_link(client, event):
-    from tests.conftest import key_bytes
-
-    response = client.post(
-        f"/e/{event.id}/register", data={"name": "Alice", "key_text": key_bytes("alice").decode()}
-    )
-    assert response.status_code == 200
-    link = re.search(r'class="join-link">([^<]+)</a>', response.text).group(1)
-    switch = re.search(r'href="(/lang/ja\?next=[^"]+)"', response.text).group(1)
-    again = client.get(switch.replace("&amp;", "&"), follow_redirects=True)
-    assert again.status_code == 200
-    assert "登録" in again.text and link in again.text  # in Japanese, the same link
-    token = link.rsplit("/", 1)[1]
-    assert client.get(f"/join/{token}").status_code == 302
-    # Joined: the link is spent and no longer kept for this page.
-    gone = client.get(f"/e/{event.id}/registered")
-    assert gone.status_code == 302 and gone.location.endswith(f"/e/{event.id}/register")

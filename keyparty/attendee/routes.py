@@ -48,6 +48,7 @@ from keyparty.i18n import LANGUAGES
 from keyparty.i18n import current_language
 from keyparty.i18n import gettext as _
 from keyparty.i18n import refusal_message
+from keyparty.i18n import sentence
 from keyparty.models import Attendee
 from keyparty.models import Certification
 from keyparty.models import Challenge
@@ -198,6 +199,9 @@ def register(event_id: str):
                 name=form.name.data,
                 email=form.email.data or None,
             )
+            # E.g. no encryption subkey: said now, before the proof step.
+            for warning in result.accepted[0].warnings:
+                flash(sentence(warning), "error")
             flash(
                 _("Key updated: prove that you hold it to take its entry.")
                 if result.accepted[0].updated
