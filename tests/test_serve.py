@@ -236,9 +236,15 @@ def test_several_worker_processes(instance):
     process, port = serve(instance, "--workers", "2")
     try:
         fetch(f"http://127.0.0.1:{port}/")
-        workers = subprocess.run(
-            ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
-        ).stdout.split()
+        # The first worker may answer while the second is still starting.
+        deadline = time.monotonic() + 60
+        while True:
+            workers = subprocess.run(
+                ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
+            ).stdout.split()
+            if len(workers) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert len(workers) == 2, workers
         statuses = [get_from("127.0.0.1", port)[0] for _ in range(20)]
         assert statuses == [200] * 20
