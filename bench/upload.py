@@ -216,7 +216,9 @@ def stop_server(child: subprocess.Popen) -> int:
     return child.returncode
 
 
-def sign_online(url: str, token: str, template: Path, sha256: str, run: Run) -> None:
+def sign_online(
+    url: str, token: str, template: Path, sha256: str, run: Run, limit: int | None
+) -> None:
     """What `keyparty sign URL --token T --digest D` does, each upload timed."""
     from keyparty import signing
     from keyparty.gpg import GnuPGHome
@@ -231,7 +233,7 @@ def sign_online(url: str, token: str, template: Path, sha256: str, run: Run) -> 
         signers = signing.choose_signers(home, bundle, [])
         report = signing.certify_all(home, bundle, signers)
         assert not report.failed, report.failed[:3]
-        files = signing.write_files(home, bundle, signers, out)
+        files = signing.write_files(home, bundle, signers, out)[:limit]
         run.uploads += len(files)
         # keyparty before issue 11 took the server from the bundle (bench of older code)
         older = next(iter(inspect.signature(signing.upload).parameters)) == "bundle"
@@ -280,7 +282,7 @@ def one_size(n: int, options, template: Path, signers: list[str], signer_public:
     try:
         url = f"http://{HOST}:{port}/e/{party.event_id}"
         for fingerprint in signers:
-            sign_online(url, tokens[fingerprint], template, party.sha256, run)
+            sign_online(url, tokens[fingerprint], template, party.sha256, run, options.uploads)
             if child.poll() is not None:
                 break
         time.sleep(0.5)  # let a dying worker's last words reach the log
@@ -304,6 +306,7 @@ def main() -> int:
     parser.add_argument("--keys", type=int, nargs="+", default=[300, 1000], metavar="N")
     parser.add_argument("--verified", type=int, default=50, help="targets each signer verified")
     parser.add_argument("--signers", type=int, default=1)
+    parser.add_argument("--uploads", type=int, help="upload only the first U of each signer's")
     parser.add_argument("--server", choices=["gunicorn", "waitress"], default="gunicorn")
     parser.add_argument("--stack-kib", type=int, default=0, help="thread stack size (0: default)")
     parser.add_argument("--malloc-debug", action="store_true", help="PYTHONMALLOC=debug")
@@ -347,7 +350,7 @@ def main() -> int:
         if bad or run.failures or run.stored != run.uploads:
             print("  FAILED")
     command = [".venv/bin/python", "bench/upload.py", "--keys", *map(str, sorted(options.keys))]
-    for name in ("verified", "signers", "stack_kib"):
+    for name in ("verified", "signers", "uploads", "stack_kib"):
         value = getattr(options, name)
         if value != parser.get_default(name):
             command += [f"--{name.replace('_', '-')}", str(value)]
