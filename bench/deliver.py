@@ -136,26 +136,43 @@ def raw_deliver(pristine: Path, event_id: str, mails: list[tuple[str, str]]) -> 
         remove(instance)
 
 
-class Mailbox:
-    """An SMTP server on 127.0.0.1 (aiosmtpd, in a thread) that counts what it receives."""
+# The SMTP server, in its own process so that it takes no time from keyparty's
+# (in-process) delivery: one line per mail received in the count file.
+SMTP_SERVER = """
+import sys, time
+from aiosmtpd.controller import Controller
 
-    def __init__(self) -> None:
-        from aiosmtpd.controller import Controller
-
-        self.count = 0
-        self.bytes = 0
-        port = free_port()
-        self.controller = Controller(self, hostname="127.0.0.1", port=port)
-        self.controller.start()
-        self.port = port
-
+class Count:
     async def handle_DATA(self, server, session, envelope):
-        self.count += 1
-        self.bytes += len(envelope.content)
+        with open(sys.argv[2], "a") as out:
+            out.write("%d\\n" % len(envelope.content))
         return "250 Message accepted for delivery"
 
+Controller(Count(), hostname="127.0.0.1", port=int(sys.argv[1])).start()
+print("ready", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+class Mailbox:
+    """An SMTP server on 127.0.0.1 (aiosmtpd, a child process) that counts what it receives."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.counted = short_tempdir() / "received"
+        self.counted.touch()
+        command = [sys.executable, "-c", SMTP_SERVER, str(self.port), str(self.counted)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout.readline().strip() == "ready"
+
+    @property
+    def count(self) -> int:
+        return len(self.counted.read_text().splitlines())
+
     def stop(self) -> None:
-        self.controller.stop()
+        self.process.terminate()
+        self.process.wait(10)
 
 
 def free_port() -> int:
@@ -228,8 +245,8 @@ m = mailer.PiusMailer(spec["from"], None, "127.0.0.1", spec["port"], None, False
                       None, None, spec["tmp"])
 s = signer.PiusSigner(spec["signer"], None, spec["keyring"], spec["gpg"], spec["tmp"],
                       spec["out"], False, spec["from"], m, False, True, None, "127.0.0.1")
-s.tmp_keyring = spec["keyring"]
-for n, (key, email) in enumerate(spec["mails"]):
+for n, (key, email, keyring) in enumerate(spec["mails"]):
+    s.tmp_keyring = keyring
     uid = {"email": email, "file": "%s/%d.asc" % (spec["out"], n), "id": email, "index": 1}
     s.export_signed_uid(key, uid["file"])
     m.send_sig_mail(s.signer, key, uid, s)
@@ -263,25 +280,28 @@ def pius_deliver(
     work = short_tempdir()
     instance = copy_instance(pristine)
     try:
-        keyring = work / "certified.gpg"
+        # pius mails from a working keyring holding only the signed key and the
+        # signer (it makes one per user ID while signing): one per key here,
+        # made before the clock starts.
         event_home = instance / "gnupg" / event_id
-        merged = short_tempdir()
-        (merged / "event.gpg").write_bytes(bi.gpg(event_home, "--export").stdout)
-        (merged / "signer.gpg").write_bytes(bi.gpg(home, "--export", signer_of(home)).stdout)
-        bi.gpg(merged, "--import", str(merged / "event.gpg"), str(merged / "signer.gpg"))
-        keyring.write_bytes(bi.gpg(merged, "--export").stdout)
-        remove(merged)
+        signer = signer_of(home)
+        signer_key = bi.gpg(home, "--export", signer).stdout
         (work / "tmp").mkdir()
         (work / "out").mkdir()
+        keyrings = {}
+        for fingerprint in sorted({fpr for fpr, _ in mails}):
+            keyrings[fingerprint] = str(work / f"{fingerprint}.gpg")
+            exported = bi.gpg(event_home, "--export", fingerprint).stdout
+            Path(keyrings[fingerprint]).write_bytes(exported + signer_key)
         spec = {
             "from": SENDER,
             "port": smtp.port,
             "tmp": str(work / "tmp"),
             "out": str(work / "out"),
-            "keyring": str(keyring),
+            "keyring": keyrings[mails[0][0]],
             "gpg": GPG,
-            "signer": signer_of(home),
-            "mails": [(fpr, email_of(uid)) for fpr, uid in mails],
+            "signer": signer,
+            "mails": [(fpr, email_of(uid), keyrings[fpr]) for fpr, uid in mails],
         }
         (work / "spec.json").write_text(json.dumps(spec))
         command = ["/usr/bin/python3", "-c", PIUS_DELIVER, str(work / "spec.json")]
