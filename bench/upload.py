@@ -1,7 +1,8 @@
 """Benchmark: online uploads of certifications to `keyparty serve`, at event size.
 
     .venv/bin/python bench/upload.py [--keys 300 1000] [--verified 50] [--signers 1]
-        [--server gunicorn|waitress] [--stack-kib K] [--malloc-debug]
+        [--uploads U] [--concurrent] [--server gunicorn|waitress] [--stack-kib K]
+        [--malloc-debug]
 
 What it drives (issue 13, item 5: the server died with a segfault in
 libpython on the first online upload at 1000 keys, never at 300). For each
@@ -23,7 +24,9 @@ event size N:
   bundle downloaded over HTTP (`signing.load_bundle`), checked, certified
   with `signing.certify_all` in a copy of the signer's home, written
   (`signing.write_files`), then uploaded one certification per request
-  (`signing.upload`), each request timed;
+  (`signing.upload`), each request timed (`--uploads U`: only the first U
+  of each signer's; `--concurrent`: the signers at the same time, a thread
+  each);
 - afterwards: the server must still be running, its log must hold no fatal
   error, no worker killed by a signal and no traceback; it is stopped with
   SIGTERM and its exit status checked (gunicorn's arbiter 0, waitress -15);
@@ -51,8 +54,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -61,6 +66,7 @@ import benchlib
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
+RECORD = threading.Lock()  # signers upload from threads with --concurrent
 
 sb = benchlib.load("sign")
 bi = sb.bi
@@ -234,7 +240,8 @@ def sign_online(
         report = signing.certify_all(home, bundle, signers)
         assert not report.failed, report.failed[:3]
         files = signing.write_files(home, bundle, signers, out)[:limit]
-        run.uploads += len(files)
+        with RECORD:
+            run.uploads += len(files)
         # keyparty before issue 11 took the server from the bundle (bench of older code)
         older = next(iter(inspect.signature(signing.upload).parameters)) == "bundle"
         for path in files:
@@ -242,14 +249,16 @@ def sign_online(
             try:
                 outcomes = signing.upload(bundle if older else url, token, [path])
             except Exception as problem:  # noqa: BLE001 - a dying server answers nothing
-                run.failures.append(f"{path.name}: {type(problem).__name__}: {problem}")
-                run.answers["no answer"] += 1
+                with RECORD:
+                    run.failures.append(f"{path.name}: {type(problem).__name__}: {problem}")
+                    run.answers["no answer"] += 1
                 continue
-            run.latencies_ms.append((time.perf_counter() - started) * 1000)
-            for outcome in outcomes:
-                run.answers[outcome["status"]] += 1
-                if outcome["status"] != "accepted":
-                    run.failures.append(f"{path.name}: {outcome}")
+            with RECORD:
+                run.latencies_ms.append((time.perf_counter() - started) * 1000)
+                for outcome in outcomes:
+                    run.answers[outcome["status"]] += 1
+                    if outcome["status"] != "accepted":
+                        run.failures.append(f"{path.name}: {outcome}")
     finally:
         remove(out)
         remove(home_path)
@@ -281,10 +290,19 @@ def one_size(n: int, options, template: Path, signers: list[str], signer_public:
     )
     try:
         url = f"http://{HOST}:{port}/e/{party.event_id}"
-        for fingerprint in signers:
+
+        def one(fingerprint: str) -> None:
             sign_online(url, tokens[fingerprint], template, party.sha256, run, options.uploads)
-            if child.poll() is not None:
-                break
+
+        if options.concurrent:
+            # Each signer on their own machine at the same time (a thread each).
+            with ThreadPoolExecutor(len(signers)) as pool:
+                list(pool.map(one, signers))
+        else:
+            for fingerprint in signers:
+                one(fingerprint)
+                if child.poll() is not None:
+                    break
         time.sleep(0.5)  # let a dying worker's last words reach the log
         run.alive_after = child.poll() is None
     finally:
@@ -307,6 +325,9 @@ def main() -> int:
     parser.add_argument("--verified", type=int, default=50, help="targets each signer verified")
     parser.add_argument("--signers", type=int, default=1)
     parser.add_argument("--uploads", type=int, help="upload only the first U of each signer's")
+    parser.add_argument(
+        "--concurrent", action="store_true", help="the signers upload at the same time"
+    )
     parser.add_argument("--server", choices=["gunicorn", "waitress"], default="gunicorn")
     parser.add_argument("--stack-kib", type=int, default=0, help="thread stack size (0: default)")
     parser.add_argument("--malloc-debug", action="store_true", help="PYTHONMALLOC=debug")
@@ -356,6 +377,8 @@ def main() -> int:
             command += [f"--{name.replace('_', '-')}", str(value)]
     if options.server != "gunicorn":
         command += ["--server", options.server]
+    if options.concurrent:
+        command.append("--concurrent")
     if options.malloc_debug:
         command.append("--malloc-debug")
     print(f"\nreproduce: {shlex.join(command)}")
