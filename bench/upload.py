@@ -319,6 +319,61 @@ def one_size(n: int, options, template: Path, signers: list[str], signer_public:
     return run
 
 
+# --stack-probe: what the crash report named, on its own: load every key of the
+# event with its user IDs and attendee (as intake did through `event.keys`),
+# end the session and collect garbage, in a thread with a stack of K KiB.
+STACK_PROBE = """
+import faulthandler, gc, sys, threading
+faulthandler.enable()
+
+def work():
+    from keyparty import create_app, events
+    from keyparty.extensions import db
+    app = create_app()
+    with app.app_context():
+        event = events.get_event(sys.argv[2])
+        keys = {k.fingerprint: k for k in event.keys}
+        loaded = sum(len(k.user_ids) + (k.attendee is not None) for k in keys.values())
+        db.session.remove()
+        del keys, event
+        gc.collect()
+    print("loaded", loaded, flush=True)
+
+threading.stack_size(int(sys.argv[1]) * 1024)
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+"""
+
+
+def stack_probe(options, signers: list[str], signer_public: bytes) -> list[tuple[int, int, int]]:
+    """(N, stack KiB, exit status) for each size and stack: a child process each."""
+    scratch = Path(os.environ["HOME"])
+    found = []
+    for n in sorted(set(options.keys)):
+        party = sb.build_event(
+            short_tempdir(),
+            f"Stack probe {n}",
+            sb.cached_keys(n).read_bytes(),
+            signer_public,
+            signers,
+            verified=1,
+        )
+        env = dict(os.environ, KEYPARTY_INSTANCE=str(party.instance))
+        for kib in options.stack_probe:
+            child = subprocess.run(
+                [sys.executable, "-c", STACK_PROBE, str(kib), party.event_id],
+                env=env,
+                cwd=scratch,
+                capture_output=True,
+                text=True,
+            )
+            found.append((n, kib, child.returncode))
+            print(f"  N = {n}, stack {kib} KiB: exit {child.returncode} {child.stdout.strip()}")
+        remove(party.instance)
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keys", type=int, nargs="+", default=[300, 1000], metavar="N")
@@ -331,6 +386,13 @@ def main() -> int:
     parser.add_argument("--server", choices=["gunicorn", "waitress"], default="gunicorn")
     parser.add_argument("--stack-kib", type=int, default=0, help="thread stack size (0: default)")
     parser.add_argument("--malloc-debug", action="store_true", help="PYTHONMALLOC=debug")
+    parser.add_argument(
+        "--stack-probe",
+        type=int,
+        nargs="+",
+        metavar="KIB",
+        help="only load every key of the event in a thread with each of these stack sizes",
+    )
     options = parser.parse_args()
 
     scratch = sb.scratch_home()
@@ -339,13 +401,23 @@ def main() -> int:
         template, signers, signer_public = sb.signer_home(
             sb.cached_keys(options.signers, signers=True)
         )
-        for n in sorted(set(options.keys)):
-            runs.append(one_size(n, options, template, signers, signer_public))
+        if options.stack_probe:
+            probed = stack_probe(options, signers, signer_public)
+        else:
+            for n in sorted(set(options.keys)):
+                runs.append(one_size(n, options, template, signers, signer_public))
         assert not (scratch / ".gnupg").exists(), "a gpg call ran without naming its home"
     finally:
         for path in list(bi._temp_dirs):
             remove(path)
 
+    if options.stack_probe:
+        # The smallest stack that sufficed at each size: equal when nothing
+        # recurses with the number of keys.
+        for n in sorted(set(options.keys)):
+            enough = [kib for m, kib, code in probed if m == n and code == 0]
+            print(f"N = {n}: smallest stack that sufficed {min(enough, default=None)} KiB")
+        return 0
     print(f"\nserver: {options.server}", end="")
     print(f", thread stacks {options.stack_kib} KiB" if options.stack_kib else "", end="")
     print(", PYTHONMALLOC=debug" if options.malloc_debug else "")
