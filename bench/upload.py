@@ -395,7 +395,11 @@ def main() -> int:
     )
     options = parser.parse_args()
 
+    # Under tests/pg.sh the event lives in its throw-away PostgreSQL.
+    database = os.environ.get("KEYPARTY_DATABASE_URL")
     scratch = sb.scratch_home()
+    if database:
+        os.environ["KEYPARTY_DATABASE_URL"] = database
     runs = []
     try:
         template, signers, signer_public = sb.signer_home(
