@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/upload.py [--keys 300 1000] [--verified 50] [--signers 1]
         [--uploads U] [--concurrent] [--server gunicorn|waitress] [--stack-kib K]
-        [--malloc-debug]
+        [--malloc-debug] [--no-extensions] [--stack-probe KIB ...]
 
 What it drives (issue 13, item 5: the server died with a segfault in
 libpython on the first online upload at 1000 keys, never at 300). For each
@@ -20,6 +20,10 @@ event size N:
   (`--server waitress`: 32 threads, 1000 connections); `--stack-kib K` sets
   every thread's stack to K KiB (`threading.stack_size`) before the server
   starts, to look for C recursion that only a small stack shows;
+  `--no-extensions` lets the server load no compiled module but CPython's
+  own (SQLAlchemy's Cython modules from their sources, no markupsafe
+  speedups); `--stack-probe KIB...` only loads every key of the event in a
+  thread with each stack size and reports the smallest that sufficed;
 - per signer, what `keyparty sign http://HOST/e/EVENT --token T` does: the
   bundle downloaded over HTTP (`signing.load_bundle`), checked, certified
   with `signing.certify_all` in a copy of the signer's home, written
@@ -93,6 +97,24 @@ else:
     if importlib.util.find_spec("keyparty.serving"):
         sys.argv += ["--per-address", "1000"]
     main()
+"""
+
+# --no-extensions: the server loads no compiled module but CPython's own
+# (SQLAlchemy's Cython modules from their Python sources, markupsafe's
+# speedups refused), through a sitecustomize on its PYTHONPATH.
+NO_EXTENSIONS = """
+import importlib.abc, importlib.util, os, sys
+
+class _PurePython(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "markupsafe._speedups":
+            raise ImportError("compiled speedups refused (bench/upload.py --no-extensions)")
+        if not (name.startswith("sqlalchemy.") and name.endswith("_cy")) or not path:
+            return None
+        source = os.path.join(list(path)[0], name.rsplit(".", 1)[1] + ".py")
+        return importlib.util.spec_from_file_location(name, source) if os.path.exists(source) else None
+
+sys.meta_path.insert(0, _PurePython())
 """
 
 # What a dying server leaves in its log: faulthandler, gunicorn's arbiter, Python.
@@ -182,7 +204,13 @@ def free_port() -> int:
 
 
 def start_server(
-    instance: Path, scratch: Path, log: Path, server: str, stack_kib: int, malloc_debug: bool
+    instance: Path,
+    scratch: Path,
+    log: Path,
+    server: str,
+    stack_kib: int,
+    malloc_debug: bool,
+    no_extensions: bool = False,
 ) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = dict(os.environ, KEYPARTY_INSTANCE=str(instance), HOME=str(scratch))
@@ -193,6 +221,10 @@ def start_server(
     env["KEYPARTY_RATE_LIMIT_FACTOR"] = "1000"
     if malloc_debug:
         env["PYTHONMALLOC"] = "debug"
+    if no_extensions:
+        shim = short_tempdir()
+        (shim / "sitecustomize.py").write_text(NO_EXTENSIONS)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(shim)]))
     command = [sys.executable, "-c", LAUNCHER, server, HOST, str(port), str(stack_kib)]
     with log.open("wb") as out:
         child = subprocess.Popen(
@@ -291,7 +323,13 @@ def one_size(n: int, options, template: Path, signers: list[str], signer_public:
     scratch = Path(os.environ["HOME"])
     log = short_tempdir() / "server.log"
     child, port = start_server(
-        party.instance, scratch, log, options.server, options.stack_kib, options.malloc_debug
+        party.instance,
+        scratch,
+        log,
+        options.server,
+        options.stack_kib,
+        options.malloc_debug,
+        options.no_extensions,
     )
     try:
         url = f"http://{HOST}:{port}/e/{party.event_id}"
@@ -392,6 +430,11 @@ def main() -> int:
     parser.add_argument("--stack-kib", type=int, default=0, help="thread stack size (0: default)")
     parser.add_argument("--malloc-debug", action="store_true", help="PYTHONMALLOC=debug")
     parser.add_argument(
+        "--no-extensions",
+        action="store_true",
+        help="the server loads no compiled module but CPython's own",
+    )
+    parser.add_argument(
         "--stack-probe",
         type=int,
         nargs="+",
@@ -462,6 +505,8 @@ def main() -> int:
         command.append("--concurrent")
     if options.malloc_debug:
         command.append("--malloc-debug")
+    if options.no_extensions:
+        command.append("--no-extensions")
     print(f"\nreproduce: {shlex.join(command)}")
     print(f"crashes={crashes} upload_p99_ms={runs[-1].p(0.99):.0f}")
     failed = any(r.failures or r.stored != r.uploads for r in runs)
