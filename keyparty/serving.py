@@ -43,8 +43,10 @@ from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker
 
+from keyparty.config import DEFAULT_THREADS
+
 # Defaults for `keyparty serve`, sized for a room of phones on 2 cores.
-THREADS = 32
+THREADS = DEFAULT_THREADS
 PER_ADDRESS = 8
 READ_TIMEOUT = 10.0
 # Longer than a phone waits between two taps (checking an ID takes a while):
@@ -233,6 +235,8 @@ def run(
         "limit_request_fields": 60,
         "limit_request_field_size": 8190,
         "raw_env": [
+            # Each worker's database pool holds one connection per thread.
+            f"KEYPARTY_THREADS={threads}",
             f"KEYPARTY_PER_ADDRESS={per_address}",
             f"KEYPARTY_READ_TIMEOUT={read_timeout}",
         ],

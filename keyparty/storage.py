@@ -130,6 +130,31 @@ def _sqlite_begin(connection) -> None:
     connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
+def connection_shortfall(engine, workers: int, threads: int) -> str | None:
+    """On PostgreSQL: a sentence when `workers` server processes, each with a
+    pool of one connection per thread plus config.POOL_OVERFLOW, may open more
+    connections than the server takes (max_connections less the superuser
+    reserve); past that, requests fail with "too many clients". None when
+    they fit, and always on SQLite (a file, no connection limit)."""
+    from keyparty.config import POOL_OVERFLOW
+
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as connection:
+        allowed = int(connection.exec_driver_sql("SHOW max_connections").scalar())
+        reserved = int(connection.exec_driver_sql("SHOW superuser_reserved_connections").scalar())
+    available = allowed - reserved
+    wanted = workers * (threads + POOL_OVERFLOW)
+    if wanted <= available:
+        return None
+    return (
+        f"PostgreSQL takes {available} connections (max_connections {allowed}, "
+        f"{reserved} reserved); {workers} worker(s) x ({threads} threads + {POOL_OVERFLOW}) "
+        f"may open {wanted}. Raise max_connections to at least {wanted + reserved} "
+        "(plus what other clients use), or run fewer workers or threads."
+    )
+
+
 def writes(view):
     """Mark a GET view that writes. Kept for the views that say so; every
     request now takes the write lock at its first write, whatever its method."""

@@ -16,6 +16,8 @@ import urllib.request
 
 import pytest
 
+from tests.conftest import on_postgres
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -294,3 +296,41 @@ def test_the_server_log_keeps_no_token():
     logged = stream.getvalue()
     assert "SECRET" not in logged
     assert "/join/… x y" in logged and "/confirm/…?a=1" in logged and "Bearer …" in logged
+
+
+def test_each_worker_keeps_one_database_connection_per_thread(instance, monkeypatch):
+    # `keyparty serve --threads N` tells its workers N (KEYPARTY_THREADS): a
+    # pool smaller than the threads would leave requests waiting for a
+    # connection, and failing after the pool's timeout.
+    from keyparty import create_app
+    from keyparty.extensions import db
+
+    for threads, expected in (("48", 48), (None, 32)):
+        if threads:
+            monkeypatch.setenv("KEYPARTY_THREADS", threads)
+        else:
+            monkeypatch.delenv("KEYPARTY_THREADS", raising=False)
+        app = create_app()
+        with app.app_context():
+            assert db.engine.pool.size() == expected
+            db.engine.dispose()
+
+
+@pytest.mark.skipif(not on_postgres(), reason="PostgreSQL's connection limit")
+def test_serve_warns_when_postgresql_takes_fewer_connections_than_the_workers_may_open(
+    instance,
+):
+    # tests/pg.sh's cluster takes 300 connections (3 reserved): 2 x (200 + 8) do not fit.
+    process, port = serve(instance, "--workers", "2", "--threads", "200")
+    try:
+        assert fetch(f"http://127.0.0.1:{port}/")[0] == 200
+    finally:
+        output = stop(process)
+    assert "PostgreSQL takes 297 connections" in output
+    assert "may open 416. Raise max_connections to at least 419" in output
+    process, port = serve(instance, "--workers", "2")
+    try:
+        assert fetch(f"http://127.0.0.1:{port}/")[0] == 200
+    finally:
+        output = stop(process)
+    assert "max_connections" not in output
