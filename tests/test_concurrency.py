@@ -197,3 +197,45 @@ def test_a_join_link_opened_twice_at_once_on_two_servers_opens_one_session(app, 
         lambda: other.test_client().post(f"/join/{token}").status_code,
     )
     assert sorted(answers) == [302, 404]
+
+
+def test_a_request_run_again_after_a_conflict_counts_once_against_its_rate_limit(
+    app, instance, verifying_event
+):
+    """The count commits before the view's own write; when that write meets a
+    conflict (another connection holds the database) the view runs again, and
+    must not count again: a busy phone's join was refused with 429 for it."""
+    from keyparty import ratelimit
+    from keyparty.models import RateLimit
+
+    alice_id = attendee_named(verifying_event, "Alice").id
+    db.session.commit()
+    waits = []
+
+    def view():
+        waits.append(ratelimit.hit("test:counted-once", 2, 60))
+        if len(waits) <= 3:
+            # A real conflict: another connection holds what this write needs,
+            # and this one does not wait for it.
+            with LockHolder(instance, 0.3, alice_id):
+                if on_postgres():
+                    db.session.execute(sa.text("SET LOCAL lock_timeout = '20ms'"))
+                else:
+                    db.session.execute(sa.text("PRAGMA busy_timeout = 0"))
+                try:
+                    db.session.execute(
+                        sa.text("UPDATE attendee SET name = name WHERE id = :id"), {"id": alice_id}
+                    )
+                finally:
+                    if not on_postgres():
+                        db.session.execute(
+                            sa.text(f"PRAGMA busy_timeout = {storage.SQLITE_BUSY_TIMEOUT_MS}")
+                        )
+        return "done"
+
+    with app.test_request_context("/", method="POST"):
+        assert storage.retrying(view)() == "done"
+    assert waits == [0, 0, 0, 0], "ran four times, allowed each time"
+    db.session.rollback()
+    hits = db.session.scalar(sa.select(RateLimit.hits).where(RateLimit.key == "test:counted-once"))
+    assert hits == 1
