@@ -26,6 +26,7 @@ from sqlalchemy import update
 
 from keyparty import openpgp
 from keyparty import rules
+from keyparty import storage
 from keyparty.escaping import one_line
 from keyparty.events import event_home
 from keyparty.extensions import db
@@ -339,6 +340,7 @@ def _spend(model, row_id: int, column: str, digest: str) -> bool:
 def redeem_join(token: str, now: datetime | None = None) -> Attendee | None:
     """Spend a join link (POST from its own page): the entry is proven, and
     the caller opens the session. None if it was spent meanwhile."""
+    storage.begin_writing()
     target = find_join(token, now)
     if target is None:
         return None

@@ -20,6 +20,7 @@ from flask import request
 from sqlalchemy import delete
 from sqlalchemy import text
 
+from keyparty import storage
 from keyparty.extensions import db
 from keyparty.models import RateLimit
 
@@ -69,6 +70,7 @@ def hit(key: str, limit: int, per_seconds: float) -> int:
     if key in counted:
         hits, window_start = counted[key]
     else:
+        storage.begin_writing()
         hits, window_start = db.session.execute(
             _HIT, {"key": key[:200], "now": now, "per": per_seconds}
         ).one()
