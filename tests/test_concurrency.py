@@ -277,3 +277,45 @@ def test_a_write_after_reads_that_another_commit_overtook_goes_through_first_tim
     finally:
         other.dispose()
     assert len(runs) == 1, "the view ran once"
+
+
+def test_a_join_that_meets_a_conflict_after_spending_its_link_runs_again_and_joins(
+    app, event, monkeypatch
+):
+    """The link is spent only with the session it opens: when opening the
+    session meets a database conflict the view runs again and finds the link
+    unspent (it answered 404, the link lost, when the spend committed alone)."""
+    from keyparty import proof
+    from keyparty.models import Attendee
+    from keyparty.models import RateLimit
+    from tests.conftest import register
+
+    register(event, "alice")
+    fingerprint = event.keys[0].fingerprint
+    token = events.new_join_link(event, fingerprint)
+    db.session.commit()
+    opened = proof.open_session
+    runs = []
+
+    def conflict_the_first_time(attendee):
+        runs.append(1)
+        if len(runs) == 1:
+            # A real conflict from the database: a unique key inserted twice,
+            # as when another request inserts it first.
+            for _ in range(2):
+                db.session.execute(
+                    sa.insert(RateLimit).values(key="test:twice", window_start=0, hits=1)
+                )
+        return opened(attendee)
+
+    monkeypatch.setattr(proof, "open_session", conflict_the_first_time)
+    phone = app.test_client()
+    response = phone.post(f"/join/{token}")
+    assert response.status_code == 302, response.text
+    assert response.headers["Location"].endswith("/me")
+    assert len(runs) == 2
+    me = phone.get("/me")
+    assert me.status_code == 200 and "alice" in me.text.lower()
+    db.session.rollback()
+    attendee = db.session.scalar(sa.select(Attendee).where(Attendee.event_id == event.id))
+    assert attendee.joined_at is not None and attendee.join_token_sha256 is None
