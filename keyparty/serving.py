@@ -20,8 +20,9 @@ What keyparty adds (KeypartyWorker):
   kept by the kernel across TLS wrapping and gunicorn's blocking reads): a
   client that stops sending or reading in the middle of a request frees its
   thread after that many seconds;
-- a deadline (twice the read timeout) for the request line and headers, so a
-  client that sends a byte now and then cannot hold a thread either.
+- a deadline (twice the read timeout) for the request line and headers,
+  counted from when a thread starts reading them, so a client that sends a
+  byte now and then cannot hold a thread either.
 """
 
 from __future__ import annotations
@@ -136,9 +137,13 @@ class KeypartyWorker(ThreadWorker):
             conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn)
         )
 
-    def enqueue_req(self, conn) -> None:
+    def handle(self, conn):
+        # The header deadline runs from when a thread starts reading, not
+        # while the request waits for a free thread: a busy server is no slow
+        # client (counting the wait cut off hundreds of phones, a thousand
+        # joining at once, with no answer).
         self.reading[conn] = time.monotonic()
-        super().enqueue_req(conn)
+        return super().handle(conn)
 
     def handle_request(self, req, conn):
         # Headers read (in a worker thread): the deadline is met.

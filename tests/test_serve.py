@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -275,6 +276,40 @@ def test_a_client_that_dribbles_its_headers_is_cut_off(instance):
         assert cut and time.monotonic() - started < 6, time.monotonic() - started
         assert get_from("127.0.0.16", port)[0] == 200
         slow.close()
+    finally:
+        stop(process)
+
+
+def test_a_request_waiting_for_a_free_thread_is_answered_past_the_header_deadline(instance):
+    # One thread, a header deadline of 2 s. A client sends its body slowly (a
+    # byte every half second: each read succeeds) and holds the thread for
+    # about 4 s; a phone's GET waits for the thread meanwhile, longer than
+    # the header deadline, and must be answered, not cut off (a busy server
+    # is no slow client).
+    process, port = serve(instance, "--read-timeout", "1", "--threads", "1")
+    try:
+        fetch(f"http://127.0.0.1:{port}/")
+        body = b"csrf_token=" + b"a" * 8
+        slow = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.17", 0))
+        slow.sendall(
+            b"POST /join/not-a-token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        time.sleep(0.3)  # the slow client has the thread
+
+        def send_slowly():
+            for byte in body:
+                slow.sendall(bytes([byte]))
+                time.sleep(0.5)
+
+        sender = threading.Thread(target=send_slowly)
+        sender.start()
+        status, seconds = get_from("127.0.0.18", port, timeout=30)
+        sender.join()
+        slow.close()
+        assert status == 200
+        assert seconds > 2.5, f"it waited for the thread ({seconds:.1f} s)"
     finally:
         stop(process)
 
