@@ -1,7 +1,13 @@
 """Load test: a room of phones verifying each other's keys on one keyparty server.
 
     .venv/bin/python bench/phones.py [--phones 300] [--seconds 30] [--scenario party|stress]
-        [--join-over 10] [--earlier K] [--server-threads N] [--profile FILE] [--samples FILE]
+        [--join-over 10] [--earlier K] [--workers N] [--server-threads N]
+        [--profile FILE] [--samples FILE]
+    tests/pg.sh .venv/bin/python bench/phones.py --workers 2 ...   # on PostgreSQL
+
+The database is PostgreSQL when KEYPARTY_DATABASE_URL names one (tests/pg.sh
+makes a throw-away cluster and sets it), else the instance's SQLite file;
+the printed header says which, and how many server processes.
 
 Set-up (not measured), in this process: a fresh instance folder
 (KEYPARTY_INSTANCE, a short folder under /tmp), an event, N test keys
@@ -10,8 +16,10 @@ list frozen, every attendee's entry confirmed (T4), verifying started. The
 join token of each attendee comes from the registration, as `keyparty import`
 prints it.
 
-Then `keyparty serve --host 127.0.0.1 --port FREE` runs as a child process
-(gunicorn, keyparty's default 32 threads) and N phones, one thread each with
+Then `keyparty serve --host 127.0.0.1 --port FREE --workers N` runs as a
+child process (gunicorn, keyparty's default 32 threads per worker; the
+open-file limit raised first when the phones need more, and said so) and N
+phones, one thread each (512 KiB stacks) with
 its own loopback address (127.0.1.1, ...), keep-alive connection and cookie,
 do what a phone does:
 
