@@ -144,16 +144,11 @@ def raw_intake(event_home: Path, files: list[Path], targets: list[str], signers:
             [*base, "--with-colons", "--check-sigs", *targets], capture_output=True, check=True
         ).stdout
         finished = time.perf_counter()
-        good = []  # good certifications by the signers, self-signatures left out
-        key = None
-        for line in listing.decode().splitlines():
-            fields = line.split(":")
-            if fields[0] == "pub":
-                key = None
-            elif fields[0] == "fpr" and key is None:
-                key = fields[9]
-            elif line.startswith("sig:!:") and fields[12] in signers and fields[12] != key:
-                good.append(line)
+        good = [
+            line
+            for line in listing.decode().splitlines()
+            if line.startswith("sig:!:") and line.split(":")[12] in signers
+        ]
         assert len(good) == len(files), (len(good), len(files))
         raw_parts.append((finished - started, imported - started, finished - imported))
         return finished - started
