@@ -609,6 +609,8 @@ def run(options, secret_file: Path, public: bytes, meta: dict, steps: list[Step]
             )
         )
         attendee_routes._now = lambda: datetime.now(UTC)
+        if options.stop_after == "verify":
+            return figures
 
         # 6. cooling-off, signing; signing "started" before the cached certifications
         event = events.get_event(EVENT_ID)
@@ -826,7 +828,9 @@ def main() -> int:
         "--repeat", type=int, default=2, help="runs per export measure; best is kept"
     )
     parser.add_argument(
-        "--stop-after", choices=("badges",), help="stop after this step (a quick look at one fix)"
+        "--stop-after",
+        choices=("badges", "verify"),
+        help="stop after this step (a quick look at one fix, or a busy machine)",
     )
     parser.add_argument(
         "--profile",
@@ -899,6 +903,8 @@ def main() -> int:
         command += ["--verifications", str(v)]
     if options.through_app != "all":
         command += ["--through-app", options.through_app]
+    if options.stop_after:
+        command += ["--stop-after", options.stop_after]
     if options.repeat != 2:
         command += ["--repeat", str(options.repeat)]
     if database == "postgresql":
