@@ -901,6 +901,8 @@ def main() -> int:
         command += ["--attendees", str(n)]
     if v != 50000:
         command += ["--verifications", str(v)]
+    if options.decisions != 200:
+        command += ["--decisions", str(options.decisions)]
     if options.through_app != "all":
         command += ["--through-app", options.through_app]
     if options.stop_after:
