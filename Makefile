@@ -76,11 +76,15 @@ format: setup
 
 # The whole suite on each database: SQLite, then PostgreSQL (a throw-away
 # cluster, tests/pg.sh). KEYPARTY_TEST_DATABASES=sqlite for a quick loop.
+# Each run spreads the test files over TEST_PROCESSES pytest processes
+# (pytest-xdist; TEST_PROCESSES=0 runs them in this one, in order).
+TEST_PROCESSES ?= 2
+PYTEST := $(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile
 test: system-test setup lint
 	@for database in $$(echo "$${KEYPARTY_TEST_DATABASES:-sqlite,postgresql}" | tr ',' ' '); do \
 	  case "$$database" in \
-	    sqlite) echo "== the tests on SQLite"; $(BIN)/pytest || exit 1;; \
-	    postgresql) echo "== the tests on PostgreSQL"; tests/pg.sh $(BIN)/pytest || exit 1;; \
+	    sqlite) echo "== the tests on SQLite"; $(PYTEST) || exit 1;; \
+	    postgresql) echo "== the tests on PostgreSQL"; tests/pg.sh $(PYTEST) || exit 1;; \
 	    *) echo "KEYPARTY_TEST_DATABASES: no database '$$database' (sqlite, postgresql)"; exit 1;; \
 	  esac; \
 	done

@@ -71,7 +71,6 @@ from pathlib import Path
 import benchlib
 
 BENCH = Path(__file__).resolve().parent
-BASE_URL = "http://keyparty.bench:8000"
 CACHE = "/tmp/keyparty-bench-export-{n}-{c}"
 EVENT_NAME = "Export bench"
 TARGET_RATIO = 1.3
@@ -120,7 +119,7 @@ def build_instance(instance: Path, n: int, c: int) -> dict:
     from keyparty import openpgp
     from keyparty import publishing
     from keyparty import registration
-    from keyparty.bundle import policy_url
+    from keyparty.events import policy_url
     from keyparty.extensions import db
     from keyparty.intake import notation_names
     from keyparty.models import Certification
@@ -150,7 +149,7 @@ def build_instance(instance: Path, n: int, c: int) -> dict:
             "id": event.id,
             "context_notation": context_name,
             "event_notation": event_name,
-            "policy_url": policy_url(event, BASE_URL),
+            "policy_url": policy_url(event),
         }
         keys = {key.fingerprint: key for key in event.keys}
         targets = [key for key in event.keys if key.fingerprint not in signers]

@@ -1,7 +1,13 @@
 """Load test: a room of phones verifying each other's keys on one keyparty server.
 
     .venv/bin/python bench/phones.py [--phones 300] [--seconds 30] [--scenario party|stress]
-        [--join-over 10] [--earlier K] [--server-threads N] [--profile FILE] [--samples FILE]
+        [--join-over 10] [--earlier K] [--workers N] [--server-threads N]
+        [--profile FILE] [--samples FILE]
+    tests/pg.sh .venv/bin/python bench/phones.py --workers 2 ...   # on PostgreSQL
+
+The database is PostgreSQL when KEYPARTY_DATABASE_URL names one (tests/pg.sh
+makes a throw-away cluster and sets it), else the instance's SQLite file;
+the printed header says which, and how many server processes.
 
 Set-up (not measured), in this process: a fresh instance folder
 (KEYPARTY_INSTANCE, a short folder under /tmp), an event, N test keys
@@ -10,8 +16,10 @@ list frozen, every attendee's entry confirmed (T4), verifying started. The
 join token of each attendee comes from the registration, as `keyparty import`
 prints it.
 
-Then `keyparty serve --host 127.0.0.1 --port FREE` runs as a child process
-(gunicorn, keyparty's default 32 threads) and N phones, one thread each with
+Then `keyparty serve --host 127.0.0.1 --port FREE --workers N` runs as a
+child process (gunicorn, keyparty's default 32 threads per worker; the
+open-file limit raised first when the phones need more, and said so) and N
+phones, one thread each (512 KiB stacks) with
 its own loopback address (127.0.1.1, ...), keep-alive connection and cookie,
 do what a phone does:
 
@@ -54,6 +62,7 @@ the server is stopped and every temporary folder removed at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import os
 import random
@@ -216,8 +225,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(env: dict, port: int, log: Path, threads: int | None) -> subprocess.Popen:
-    command = [keyparty_command(), "serve", "--host", HOST, "--port", str(port)]
+def start_server(
+    env: dict,
+    port: int,
+    log: Path,
+    threads: int | None,
+    workers: int = 1,
+    profile: str | None = None,
+) -> subprocess.Popen:
+    """`keyparty serve` on HOST:port, answering; with `profile`, under
+    bench/sampler.py (each worker writes its collapsed stacks to profile.<pid>)."""
+    command = [keyparty_command()]
+    if profile:
+        command = [sys.executable, str(BENCH / "sampler.py"), profile]
+    command += ["serve", "--host", HOST, "--port", str(port)]
+    command += ["--workers", str(workers)]
     if threads:
         command += ["--threads", str(threads)]
     with log.open("wb") as out:
@@ -265,20 +287,55 @@ def warm_up(port: int, party: Party) -> None:
     connection.close()
 
 
-def start_profiler(pid: int, output: str, seconds: float) -> subprocess.Popen:
-    py_spy = Path(sys.executable).with_name("py-spy")
-    if not py_spy.exists():
-        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
-    form = "raw" if output.endswith(".txt") else "flamegraph"
-    command = [str(py_spy), "record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
-    command += ["--duration", str(int(seconds) + 1), "--format", form, "-o", output]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone meanwhile
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (gunicorn's workers), from /proc."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in task.read_text().split()]
+    return found
+
+
+def server_cpu_seconds(server: subprocess.Popen) -> dict[int, float]:
+    """CPU seconds of the server's master and each worker process, by pid
+    (a worker replaced during the run counts from its start)."""
+    return {pid: cpu_seconds(pid) for pid in [server.pid, *children(server.pid)]}
+
+
+def database_label(url: str | None) -> str:
+    """What the run is on: "PostgreSQL" or "SQLite WAL" (the instance's file)."""
+    if url and url.startswith("postgresql"):
+        return "PostgreSQL"
+    return "SQLite WAL"
+
+
+def enough_descriptors(phones: int) -> str | None:
+    """Raise this process's soft RLIMIT_NOFILE so that every phone can hold its
+    socket (one each, plus a margin for the interpreter, gpg and the database);
+    the server, started after this, inherits it. Returns a line saying so, or
+    None when the limit was already enough. Exits when the hard limit is too low."""
+    import resource
+
+    needed = phones + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return None
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise SystemExit(
+            f"{phones} phones need {needed} open files; the hard limit is {hard}: "
+            f"raise it (ulimit -Hn {needed}, as root) or run fewer phones"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    return f"open files: soft limit raised from {soft} to {needed} for {phones} phones"
 
 
 def machine_busy() -> tuple[float, float]:
@@ -554,13 +611,20 @@ def main() -> int:
         help="server threads (`keyparty serve --threads N`); default: keyparty's own (32)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="server processes (`keyparty serve --workers N`; default 1)",
+    )
+    parser.add_argument(
         "--samples", metavar="FILE", help="also write every request as CSV (kind,status,t,ms)"
     )
     parser.add_argument(
         "--profile",
         metavar="FILE",
-        help="record the server with py-spy during the load (.svg flame graph, "
-        ".txt collapsed stacks); needs `.venv/bin/pip install py-spy`",
+        help="sample the server's workers' stacks during the load (bench/sampler.py): "
+        "collapsed stacks in FILE.<pid>, one file per worker",
     )
     options = parser.parse_args()
     if options.phones < 2:
@@ -570,9 +634,15 @@ def main() -> int:
     if not 1 <= options.seconds <= 600:
         parser.error("--seconds must be between 1 and 600")
     stress = options.scenario == "stress"
+    if options.profile:
+        options.profile = os.path.abspath(options.profile)  # the server runs elsewhere
 
     scratch = short_tempdir()
     os.environ["HOME"] = str(scratch)
+    # PostgreSQL when KEYPARTY_DATABASE_URL names one (run under tests/pg.sh,
+    # which makes a throw-away cluster), else the instance's SQLite file.
+    database_url = os.environ.get("KEYPARTY_DATABASE_URL") or None
+    database = database_label(database_url)
     for name in (
         "GNUPGHOME",
         "KEYPARTY_DATABASE_URL",
@@ -581,6 +651,11 @@ def main() -> int:
         "KEYPARTY_PUBLIC_URL",
     ):
         os.environ.pop(name, None)
+    if database_url:
+        os.environ["KEYPARTY_DATABASE_URL"] = database_url
+    raised = enough_descriptors(options.phones)
+    if raised:
+        print(raised)
     server = None
     try:
         keys_module = bench_import()
@@ -593,16 +668,28 @@ def main() -> int:
 
         port = free_port()
         env = dict(os.environ, KEYPARTY_INSTANCE=str(instance), HOME=str(scratch))
-        server = start_server(env, port, scratch / "server.log", options.server_threads)
-        print(f"  keyparty serve pid {server.pid} on http://{HOST}:{port}/", flush=True)
+        server = start_server(
+            env,
+            port,
+            scratch / "server.log",
+            options.server_threads,
+            options.workers,
+            options.profile,
+        )
+        print(
+            f"  keyparty serve pid {server.pid} on http://{HOST}:{port}/, "
+            f"{options.workers} worker(s), {database}",
+            flush=True,
+        )
         warm_up(port, party)
-        profiler = None
-        if options.profile:
-            profiler = start_profiler(server.pid, options.profile, options.seconds)
 
         results = Results()
         threading.stack_size(512 * 1024)
-        cpu_server, cpu_client, busy = cpu_seconds(server.pid), time.process_time(), machine_busy()
+        cpu_server, cpu_client, busy = (
+            server_cpu_seconds(server),
+            time.process_time(),
+            machine_busy(),
+        )
         start = time.monotonic() + 0.5  # every thread started before the first request
         deadline = start + options.seconds
         phones = [
@@ -633,20 +720,20 @@ def main() -> int:
         for phone in phones:  # a request in flight at the bound may take its timeout
             phone.join(max(0.0, deadline + REQUEST_TIMEOUT + 5 - time.monotonic()))
         wall = time.monotonic() - start
-        cpu_server = cpu_seconds(server.pid) - cpu_server
+        cpu_now = server_cpu_seconds(server)
+        cpu_server = sum(cpu_now[pid] - cpu_server.get(pid, 0.0) for pid in cpu_now)
         cpu_client = time.process_time() - cpu_client
         busy_now = machine_busy()
         machine = (busy_now[0] - busy[0]) / max(1, busy_now[1] - busy[1]) * (os.cpu_count() or 1)
         stuck = sum(phone.is_alive() for phone in phones)
-        if profiler:
-            try:
-                profiler.wait(60)
-            except subprocess.TimeoutExpired:
-                profiler.kill()
-                profiler.wait()
-            written = Path(options.profile).exists()
-            print(f"profile of the server: {options.profile if written else 'py-spy wrote none'}")
         stop_server(server)
+        if options.profile:
+            written = sorted(
+                str(p) for p in Path(options.profile).parent.glob(Path(options.profile).name + ".*")
+            )
+            print(f"profile of the server's workers: {' '.join(written) or 'none written'}")
+            if written:
+                print(f"  busiest: .venv/bin/python bench/sampler.py --top {' '.join(written)}")
         log = (scratch / "server.log").read_text(errors="replace")
         server = None
         stored = database_totals(instance, party.event_id)
@@ -691,7 +778,8 @@ def main() -> int:
         )
     print(
         f"phones {options.phones}, keys {options.phones}, server: keyparty serve "
-        f"(gunicorn, {options.server_threads or 'default 32'} threads) on {HOST}, SQLite WAL"
+        f"(gunicorn, {options.workers} worker(s) x "
+        f"{options.server_threads or 'default 32'} threads) on {HOST}, {database}"
     )
     print(
         f"\nrequests: {len(samples)} in {wall:.1f} s = {len(samples) / wall:.1f} req/s "
@@ -773,10 +861,14 @@ def main() -> int:
         command += ["--join-over", f"{options.join_over:g}"]
     if options.earlier:
         command += ["--earlier", str(options.earlier)]
+    if options.workers != 1:
+        command += ["--workers", str(options.workers)]
     if options.server_threads:
         command += ["--server-threads", str(options.server_threads)]
     if options.seed != 1:
         command += ["--seed", str(options.seed)]
+    if database_url:
+        command = ["tests/pg.sh", *command]
     print(f"reproduce: {shlex.join(command)}")
     print(f"p99_ms={p99:.1f} errors={error_count}")
     return 0

@@ -216,10 +216,12 @@ def build_event(
     signer_keys: bytes,
     signers: list[str],
     context: str = "identity",
+    verified: int | None = None,
 ) -> Party:
     """A real event up to signing: registered, frozen, confirmed, verified, bundles made.
 
-    Every signer verifies every user ID of every target (`context`, photo-id).
+    Every signer verifies every user ID of every target (`context`, photo-id),
+    or of the first `verified` targets only.
     """
     from keyparty import create_app
     from keyparty import events
@@ -245,7 +247,7 @@ def build_event(
             assert verification.confirm_entry(attendee, confirmed) is None
         assert events.take_step(event, "start-verifying") is None
         owner = {key.fingerprint: key.attendee for key in event.keys}
-        targets = [key for key in event.keys if key.fingerprint not in signers]
+        targets = [key for key in event.keys if key.fingerprint not in signers][:verified]
         # verification.record reads every earlier verification of the signer and
         # its user ID and key (verification.py, `earlier=`); after each commit
         # those are expired and reloaded one query each, so recording 2N of them
@@ -315,7 +317,8 @@ def raw_commands(bundle: dict, home: Path, out: Path, keyfile: Path) -> list[lis
     options = ["--local-user", signer]
     options += ["--cert-notation", f"{event['context_notation']}=identity"]
     options += ["--cert-notation", f"{event['event_notation']}={event['id']}"]
-    options += ["--cert-policy-url", event["policy_url"]]
+    if event["policy_url"]:  # none unless the event has a public address
+        options += ["--cert-policy-url", event["policy_url"]]
     options += ["--default-cert-level", "3", "--default-cert-expire", "365d"]
     options += ["--no-ask-cert-level", "--no-ask-cert-expire"]
     user_ids: dict[str, list[str]] = {}

@@ -40,6 +40,7 @@ from keyparty.network import lan_addresses
 from keyparty.network import public_base_url
 from keyparty.partylist import group_digest
 from keyparty.rules import STEPS
+from keyparty.storage import connection_shortfall
 from keyparty.storage import is_disk_full
 
 
@@ -570,6 +571,9 @@ def serve_command(
     warning = exposure_warning(host, bool(tls_cert))
     if warning:
         click.echo(warning, err=True)
+    shortfall = connection_shortfall(db.engine, workers, threads)
+    if shortfall:
+        click.echo(f"Warning: {shortfall}", err=True)
     click.echo(f"Host pages (on this laptop only): {scheme}://localhost:{port}/host/")
     for address in lan_addresses() if host in ("0.0.0.0", "::") else [host]:
         click.echo(f"Phones on the local network:      {scheme}://{address}:{port}/")

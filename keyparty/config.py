@@ -40,6 +40,19 @@ def database_url(instance: Path) -> str:
     return os.environ.get("KEYPARTY_DATABASE_URL") or f"sqlite:///{instance / 'keyparty.sqlite3'}"
 
 
+# Server threads per process when KEYPARTY_THREADS is not set (serving.THREADS).
+DEFAULT_THREADS = 32
+# Database connections a process may open beyond one per thread.
+POOL_OVERFLOW = 8
+
+
+def pool_size() -> int:
+    """Database connections kept per process: one per server thread
+    (KEYPARTY_THREADS, set by `keyparty serve` for its workers; 32 if unset)."""
+    value = os.environ.get("KEYPARTY_THREADS") or ""
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_THREADS
+
+
 def settings_from_env(instance: Path) -> dict:
     env = os.environ
     return {
@@ -72,9 +85,14 @@ def settings_from_env(instance: Path) -> dict:
         # runs gpg, so one address cannot flood the event with keys.
         "REGISTRATION_LIMIT": int(env.get("KEYPARTY_REGISTRATION_LIMIT") or 10),
         "REGISTRATION_WINDOW_SECONDS": int(env.get("KEYPARTY_REGISTRATION_WINDOW") or 600),
-        # One connection per server thread (keyparty serve runs 32), so no
-        # request waits for a connection while another holds the write lock.
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 32, "max_overflow": 8},
+        # One connection per server thread (`keyparty serve --threads`, which
+        # passes its count to each worker as KEYPARTY_THREADS), so no request
+        # waits for a connection while another holds the write lock; a few
+        # more for the odd second session.
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            "pool_size": pool_size(),
+            "max_overflow": POOL_OVERFLOW,
+        },
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "WTF_CSRF_TIME_LIMIT": None,

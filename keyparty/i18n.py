@@ -10,7 +10,7 @@ sentence without a translation.
 
 Sentences are str.format templates: `gettext("Hello {name}", name=...)`
 translates first, then fills in the {placeholders}, so a translation may
-move them. Flask-Babel picks the language per request: the session's choice
+move them. The language is chosen per request: the session's choice
 (the switch on the page), else the browser's Accept-Language, else English.
 Outside a request (command line, files) the language is English unless a
 caller asks for another with `in_language`.
@@ -31,9 +31,6 @@ from flask import has_request_context
 from flask import request
 from flask import session
 from flask_babel import Babel
-from flask_babel import get_locale
-from flask_babel import get_translations
-from flask_babel import refresh
 from markupsafe import Markup
 
 from keyparty.rules import Refusal
@@ -45,6 +42,8 @@ DOMAIN = "messages"
 # A language asked for by code that runs outside a request (a mail in its
 # recipient's language, the command line), or that overrides the request's.
 _forced: ContextVar[str | None] = ContextVar("keyparty_language", default=None)
+# Where a request keeps the language its browser asked for (WSGI environ key).
+_BROWSER_LANGUAGE = "keyparty.browser_language"
 
 
 def current_language() -> str:
@@ -57,7 +56,12 @@ def current_language() -> str:
     chosen = session.get("lang")
     if chosen in LANGUAGES:
         return chosen
-    return request.accept_languages.best_match(list(LANGUAGES)) or "en"
+    # The browser's choice, parsed once per request (a page asks dozens of times).
+    browser = request.environ.get(_BROWSER_LANGUAGE)
+    if browser is None:
+        browser = request.accept_languages.best_match(list(LANGUAGES)) or "en"
+        request.environ[_BROWSER_LANGUAGE] = browser
+    return browser
 
 
 @cache
@@ -69,16 +73,9 @@ def catalogue(language: str) -> NullTranslations:
 
 
 def _translations() -> NullTranslations:
-    # In a request Flask-Babel holds the catalogue of the language it selected
-    # (current_language); a language forced by in_language, or code outside a
-    # request, reads the same files directly.
-    if _forced.get() is None and has_request_context():
-        # Flask-Babel keeps its choice on `g`, which outlives one request when an
-        # app context is held around several (tests, the CLI) and misses a switch
-        # made during the request: choose again when the language changed.
-        if str(get_locale()) != current_language():
-            refresh()
-        return get_translations()
+    # The catalogue of the current language, loaded once per process: asking
+    # Flask-Babel instead (its locale on `g`, its catalogue cache) cost about
+    # a millisecond of CPU per page, on every phone request.
     return catalogue(current_language())
 
 

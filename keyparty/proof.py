@@ -26,6 +26,7 @@ from sqlalchemy import update
 
 from keyparty import openpgp
 from keyparty import rules
+from keyparty import storage
 from keyparty.escaping import one_line
 from keyparty.events import event_home
 from keyparty.extensions import db
@@ -264,7 +265,9 @@ def new_join_link(attendee: Attendee) -> str:
 def prove(challenge: Challenge, now: datetime | None = None) -> Attendee:
     """The challenge was answered: the entry is its holder's. Takes the name
     and email the registrant gave, ends everything held before. The caller
-    then opens a session or issues a join link."""
+    then opens a session or issues a join link, which commits: the challenge
+    is spent only with what it opens (a view run again after a database
+    conflict finds it unspent)."""
     key = challenge.key
     attendee = key.attendee
     end_sessions(attendee)
@@ -274,7 +277,6 @@ def prove(challenge: Challenge, now: datetime | None = None) -> Attendee:
     if challenge.name:
         attendee.name = challenge.name
         attendee.email = challenge.email or None
-    db.session.commit()
     return attendee
 
 
@@ -338,7 +340,11 @@ def _spend(model, row_id: int, column: str, digest: str) -> bool:
 
 def redeem_join(token: str, now: datetime | None = None) -> Attendee | None:
     """Spend a join link (POST from its own page): the entry is proven, and
-    the caller opens the session. None if it was spent meanwhile."""
+    the caller opens the session, which commits: the link is spent only with
+    the session it opens, so a view run again after a database conflict
+    finds the link unspent (it answered 404 when the spend was committed
+    alone). None if it was spent meanwhile."""
+    storage.begin_writing()
     target = find_join(token, now)
     if target is None:
         return None
@@ -353,14 +359,12 @@ def redeem_join(token: str, now: datetime | None = None) -> Attendee | None:
         # The link reached its person (encrypted, or from the host's hand):
         # other sessions and the old signing token end.
         attendee.signing_token_sha256 = None
-        db.session.commit()
         return attendee
     if not _spend(Challenge, target.challenge.id, "link_token_sha256", digest):
         return None
     db.session.refresh(target.challenge)
     attendee = prove(target.challenge, now)
     attendee.joined_at = _naive(now)
-    db.session.commit()
     return attendee
 
 

@@ -15,9 +15,12 @@ import time
 
 from flask import current_app
 from flask import has_app_context
+from flask import has_request_context
+from flask import request
 from sqlalchemy import delete
 from sqlalchemy import text
 
+from keyparty import storage
 from keyparty.extensions import db
 from keyparty.models import RateLimit
 
@@ -36,6 +39,9 @@ _HIT = text(
     """
 )
 
+# Where a request keeps what it counted (WSGI environ key): key -> (hits, window start).
+_COUNTED = "keyparty.rate_limit_counted"
+
 # Windows older than this are deleted now and then (no limit is that long).
 _FORGET_AFTER_SECONDS = 24 * 3600
 
@@ -45,7 +51,8 @@ def init_app(app) -> None:
 
 
 def hit(key: str, limit: int, per_seconds: float) -> int:
-    """Count one request for `key`; return 0 if allowed, else the seconds to wait.
+    """Count one request for `key` (once per request, however often it is retried);
+    return 0 if allowed, else the seconds to wait.
 
     Counts in the request's own transaction and commits it: call it before the
     request changes anything. (A second connection would not do on SQLite: a
@@ -56,14 +63,23 @@ def hit(key: str, limit: int, per_seconds: float) -> int:
     if has_app_context():
         limit = math.ceil(limit * current_app.config.get("RATE_LIMIT_FACTOR", 1))
     now = time.time()
-    hits, window_start = db.session.execute(
-        _HIT, {"key": key[:200], "now": now, "per": per_seconds}
-    ).one()
-    if random.random() < 0.01:
-        db.session.execute(
-            delete(RateLimit).where(RateLimit.window_start < now - _FORGET_AFTER_SECONDS)
-        )
-    db.session.commit()
+    # A request is counted once, however often it runs again after a database
+    # conflict (storage.retrying): the count is committed before the conflict,
+    # so counting each run would refuse a busy phone's join with 429.
+    counted = request.environ.setdefault(_COUNTED, {}) if has_request_context() else {}
+    if key in counted:
+        hits, window_start = counted[key]
+    else:
+        storage.begin_writing()
+        hits, window_start = db.session.execute(
+            _HIT, {"key": key[:200], "now": now, "per": per_seconds}
+        ).one()
+        if random.random() < 0.01:
+            db.session.execute(
+                delete(RateLimit).where(RateLimit.window_start < now - _FORGET_AFTER_SECONDS)
+            )
+        db.session.commit()
+        counted[key] = (hits, window_start)
     if hits <= limit:
         return 0
     return max(1, math.ceil(window_start + per_seconds - now))

@@ -20,8 +20,9 @@ What keyparty adds (KeypartyWorker):
   kept by the kernel across TLS wrapping and gunicorn's blocking reads): a
   client that stops sending or reading in the middle of a request frees its
   thread after that many seconds;
-- a deadline (twice the read timeout) for the request line and headers, so a
-  client that sends a byte now and then cannot hold a thread either.
+- a deadline (twice the read timeout) for the request line and headers,
+  counted from when a thread starts reading them, so a client that sends a
+  byte now and then cannot hold a thread either.
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker
 
+from keyparty.config import DEFAULT_THREADS
+
 # Defaults for `keyparty serve`, sized for a room of phones on 2 cores.
-THREADS = 32
+THREADS = DEFAULT_THREADS
 PER_ADDRESS = 8
 READ_TIMEOUT = 10.0
 # Longer than a phone waits between two taps (checking an ID takes a while):
@@ -134,9 +137,13 @@ class KeypartyWorker(ThreadWorker):
             conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn)
         )
 
-    def enqueue_req(self, conn) -> None:
+    def handle(self, conn):
+        # The header deadline runs from when a thread starts reading, not
+        # while the request waits for a free thread: a busy server is no slow
+        # client (counting the wait cut off hundreds of phones, a thousand
+        # joining at once, with no answer).
         self.reading[conn] = time.monotonic()
-        super().enqueue_req(conn)
+        return super().handle(conn)
 
     def handle_request(self, req, conn):
         # Headers read (in a worker thread): the deadline is met.
@@ -233,6 +240,8 @@ def run(
         "limit_request_fields": 60,
         "limit_request_field_size": 8190,
         "raw_env": [
+            # Each worker's database pool holds one connection per thread.
+            f"KEYPARTY_THREADS={threads}",
             f"KEYPARTY_PER_ADDRESS={per_address}",
             f"KEYPARTY_READ_TIMEOUT={read_timeout}",
         ],

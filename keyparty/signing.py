@@ -11,6 +11,7 @@ its agent do the signing.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import re
 import time
@@ -116,10 +117,12 @@ def load_bundle(source: str, token: str | None = None) -> dict:
                 bundle = json.load(response)
         except urllib.error.HTTPError as error:
             raise SigningError(f"The server refused the bundle: {_error_text(error)}") from None
-        except urllib.error.URLError as error:
-            raise SigningError(f"Cannot reach {for_terminal(source)}: {error.reason}") from None
         except ValueError:
             raise SigningError(f"{for_terminal(source)} did not send a signing bundle.") from None
+        except NO_ANSWER as error:
+            raise SigningError(
+                f"Cannot reach {for_terminal(source)}: {_no_answer(error)}"
+            ) from None
     else:
         path = Path(source)
         if not path.is_file():
@@ -153,8 +156,10 @@ def _post_json(url: str, body: dict, timeout: int = 30) -> tuple[int, dict]:
             return error.code, json.load(error)
         except ValueError:
             return error.code, {"error": str(error.reason)}
-    except urllib.error.URLError as error:
-        raise SigningError(f"Cannot reach {url}: {error.reason}") from None
+    except ValueError:
+        return 502, {"error": "the server's answer was not JSON"}
+    except NO_ANSWER as error:
+        raise SigningError(f"Cannot reach {for_terminal(url)}: {_no_answer(error)}") from None
 
 
 def pair(
@@ -192,6 +197,24 @@ def pair(
             interval += 5
             continue
         raise SigningError(answer.get("message") or f"Pairing failed: {code or status}")
+
+
+# No usable answer: unreachable (URLError), or the connection dropped, reset or
+# timed out after the request went out (urllib lets those through unwrapped:
+# RemoteDisconnected, ConnectionResetError, TimeoutError, IncompleteRead).
+# HTTPError, a real answer, is caught before these.
+NO_ANSWER = (OSError, http.client.HTTPException)
+
+
+def _no_answer(error: BaseException) -> str:
+    """What went wrong with a request that got no usable answer, in a few words."""
+    if isinstance(error, urllib.error.URLError):
+        return for_terminal(str(error.reason))
+    if isinstance(error, http.client.RemoteDisconnected | ConnectionResetError):
+        return "the server closed the connection without answering"
+    if isinstance(error, TimeoutError):
+        return "the server did not answer in time"
+    return for_terminal(str(error) or type(error).__name__)
 
 
 def _error_text(error: urllib.error.HTTPError) -> str:
@@ -445,9 +468,13 @@ def upload(server: str, token: str, files: list[Path]) -> list[dict]:
                 outcomes.extend(json.load(response)["outcomes"])
         except urllib.error.HTTPError as error:
             outcomes.append({"file": path.name, "status": "error", "message": _error_text(error)})
-        except urllib.error.URLError as error:
+        except (ValueError, KeyError, TypeError):
+            message = "the server's answer was not a keyparty answer"
+            outcomes.append({"file": path.name, "status": "error", "message": message})
+        except NO_ANSWER as error:
             raise SigningError(
-                f"Upload stopped: {error.reason}. The files are in {for_terminal(str(path.parent))}; run keyparty "
-                "sign again later, or give them to the host."
+                f"Upload stopped: {_no_answer(error)}. The files are in "
+                f"{for_terminal(str(path.parent))}; run keyparty sign again later (what was "
+                "taken stays taken), or give them to the host."
             ) from None
     return outcomes

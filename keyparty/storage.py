@@ -124,10 +124,63 @@ def _sqlite_connect(dbapi_connection, _record) -> None:
 
 def _sqlite_begin(connection) -> None:
     # In a request, or a connection opened to read (READ_ONLY): deferred, the
-    # write lock comes with the first write (and a stale snapshot is retried).
-    # Elsewhere: the lock up front, waited for.
-    deferred = has_request_context() or connection.get_execution_options().get(READ_ONLY)
+    # write lock comes with the first write (and a stale snapshot is retried),
+    # unless the request said it writes now (begin_writing). Elsewhere: the
+    # lock up front, waited for.
+    deferred = connection.get_execution_options().get(READ_ONLY) or (
+        has_request_context() and not request.environ.pop(_WRITE_NEXT, False)
+    )
     connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
+
+# Set in a request's WSGI environ by begin_writing: its next SQLite transaction
+# begins IMMEDIATE.
+_WRITE_NEXT = "keyparty.write_next"
+
+
+def begin_writing() -> None:
+    """Call where a request's reads end and its decision and write begin (a
+    verification, a join, a rate-limit count), before it changed anything.
+
+    On SQLite the transaction read so far ends here and the next one begins
+    with BEGIN IMMEDIATE: the request then waits for the write lock (busy
+    timeout) and decides on what is committed now. Without it, a request
+    whose reads another commit overtook fails at its first write at once
+    (SQLite cannot lift a stale snapshot to a write) and the whole view runs
+    again: under a room of phones joining at once, such retries pile up
+    until requests answer 503. On PostgreSQL nothing happens: READ COMMITTED
+    and row locks (SELECT … FOR UPDATE) do this there. Outside a request
+    every SQLite transaction already begins IMMEDIATE.
+    """
+    if not has_request_context() or db.session.get_bind().dialect.name != "sqlite":
+        return
+    db.session.commit()
+    request.environ[_WRITE_NEXT] = True
+
+
+def connection_shortfall(engine, workers: int, threads: int) -> str | None:
+    """On PostgreSQL: a sentence when `workers` server processes, each with a
+    pool of one connection per thread plus config.POOL_OVERFLOW, may open more
+    connections than the server takes (max_connections less the superuser
+    reserve); past that, requests fail with "too many clients". None when
+    they fit, and always on SQLite (a file, no connection limit)."""
+    from keyparty.config import POOL_OVERFLOW
+
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as connection:
+        allowed = int(connection.exec_driver_sql("SHOW max_connections").scalar())
+        reserved = int(connection.exec_driver_sql("SHOW superuser_reserved_connections").scalar())
+    available = allowed - reserved
+    wanted = workers * (threads + POOL_OVERFLOW)
+    if wanted <= available:
+        return None
+    return (
+        f"PostgreSQL takes {available} connections (max_connections {allowed}, "
+        f"{reserved} reserved); {workers} worker(s) x ({threads} threads + {POOL_OVERFLOW}) "
+        f"may open {wanted}. Raise max_connections to at least {wanted + reserved} "
+        "(plus what other clients use), or run fewer workers or threads."
+    )
 
 
 def writes(view):

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from keyparty import rules
+from keyparty import storage
 from keyparty.extensions import db
 from keyparty.models import Attendee
 from keyparty.models import Event
@@ -62,6 +63,7 @@ def refuse(event: Event, refusal: Refusal, commit: bool = True) -> Refusal:
 
 def confirm_entry(attendee: Attendee, now: datetime) -> Refusal | None:
     """T4: the attendee says their entry and the list digest are right."""
+    storage.begin_writing()
     refusal = rules.check_entry_confirmation(attendee.event.state)
     if refusal:
         return refuse(attendee.event, refusal)
@@ -105,6 +107,7 @@ def record(
     """
     key: Key = user_id.key
     event = signer.event
+    storage.begin_writing()
     db.session.execute(select(Attendee.id).where(Attendee.id == signer.id).with_for_update())
     same = db.session.scalar(
         select(Verification).where(
@@ -174,6 +177,7 @@ def _people_verified_lately(
 
 def withdraw(verification: Verification, acting: Attendee | None, now: datetime) -> Refusal | None:
     """P6: withdraw until signing starts; only its signer can (T2)."""
+    storage.begin_writing()
     event = verification.signer.event
     refusal = rules.check_withdrawal(
         event.state, verification.signer_id, acting.id if acting else None

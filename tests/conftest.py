@@ -42,6 +42,12 @@ FIXTURES = Path(__file__).resolve().parent.parent / "gnupg-home-fixtures"
 MANIFEST = json.loads((FIXTURES / "fixtures.json").read_text(encoding="utf-8"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest tests (marked `slow`) first: under pytest-xdist they then run
+    beside the many short ones instead of alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def short_tempdir(prefix: str = "kp") -> Path:
     """GnuPG homes need short paths (the agent socket breaks past ~100 chars)."""
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))

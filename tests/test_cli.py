@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import sqlalchemy
 
 from keyparty.config import database_url
@@ -22,6 +23,7 @@ def keyparty(instance, *args):
     )
 
 
+@pytest.mark.slow
 def test_the_whole_host_flow_from_the_command_line(instance, tmp_path):
     created = keyparty(instance, "event", "create", "Rust & Crypto 東京", "--date", "2026-12-05")
     assert created.returncode == 0, created.stderr

@@ -197,3 +197,125 @@ def test_a_join_link_opened_twice_at_once_on_two_servers_opens_one_session(app, 
         lambda: other.test_client().post(f"/join/{token}").status_code,
     )
     assert sorted(answers) == [302, 404]
+
+
+def test_a_request_run_again_after_a_conflict_counts_once_against_its_rate_limit(
+    app, instance, verifying_event
+):
+    """The count commits before the view's own write; when that write meets a
+    conflict (another connection holds the database) the view runs again, and
+    must not count again: a busy phone's join was refused with 429 for it."""
+    from keyparty import ratelimit
+    from keyparty.models import RateLimit
+
+    alice_id = attendee_named(verifying_event, "Alice").id
+    db.session.commit()
+    waits = []
+
+    def view():
+        waits.append(ratelimit.hit("test:counted-once", 2, 60))
+        if len(waits) <= 3:
+            # A real conflict: another connection holds what this write needs,
+            # and this one does not wait for it.
+            with LockHolder(instance, 0.3, alice_id):
+                if on_postgres():
+                    db.session.execute(sa.text("SET LOCAL lock_timeout = '20ms'"))
+                else:
+                    db.session.execute(sa.text("PRAGMA busy_timeout = 0"))
+                try:
+                    db.session.execute(
+                        sa.text("UPDATE attendee SET name = name WHERE id = :id"), {"id": alice_id}
+                    )
+                finally:
+                    if not on_postgres():
+                        db.session.execute(
+                            sa.text(f"PRAGMA busy_timeout = {storage.SQLITE_BUSY_TIMEOUT_MS}")
+                        )
+        return "done"
+
+    with app.test_request_context("/", method="POST"):
+        assert storage.retrying(view)() == "done"
+    assert waits == [0, 0, 0, 0], "ran four times, allowed each time"
+    db.session.rollback()
+    hits = db.session.scalar(sa.select(RateLimit.hits).where(RateLimit.key == "test:counted-once"))
+    assert hits == 1
+
+
+def test_a_write_after_reads_that_another_commit_overtook_goes_through_first_time(
+    app, instance, verifying_event
+):
+    """A request reads, another server commits, the request then decides and
+    writes: it must not fail (SQLite cannot lift a stale snapshot to a write;
+    failing meant running the whole view again, and under a room of phones
+    joining at once such retries piled up to 503)."""
+    from keyparty.models import Attendee
+
+    alice_id = attendee_named(verifying_event, "Alice").id
+    bob_id = attendee_named(verifying_event, "Bob").id
+    db.session.commit()
+    other = sa.create_engine(database_url(instance))
+    runs = []
+
+    def view():
+        runs.append(1)
+        # The request's reads: its snapshot.
+        db.session.execute(sa.select(Attendee.name).where(Attendee.id == alice_id)).one()
+        with other.begin() as connection:  # another server commits meanwhile
+            connection.execute(
+                sa.text("UPDATE attendee SET language = 'ja' WHERE id = :id"), {"id": bob_id}
+            )
+        storage.begin_writing()
+        db.session.execute(
+            sa.text("UPDATE attendee SET language = 'en' WHERE id = :id"), {"id": alice_id}
+        )
+        db.session.commit()
+        return "done"
+
+    try:
+        with app.test_request_context("/", method="POST"):
+            assert storage.retrying(view)() == "done"
+    finally:
+        other.dispose()
+    assert len(runs) == 1, "the view ran once"
+
+
+def test_a_join_that_meets_a_conflict_after_spending_its_link_runs_again_and_joins(
+    app, event, monkeypatch
+):
+    """The link is spent only with the session it opens: when opening the
+    session meets a database conflict the view runs again and finds the link
+    unspent (it answered 404, the link lost, when the spend committed alone)."""
+    from keyparty import proof
+    from keyparty.models import Attendee
+    from keyparty.models import RateLimit
+    from tests.conftest import register
+
+    register(event, "alice")
+    fingerprint = event.keys[0].fingerprint
+    token = events.new_join_link(event, fingerprint)
+    db.session.commit()
+    opened = proof.open_session
+    runs = []
+
+    def conflict_the_first_time(attendee):
+        runs.append(1)
+        if len(runs) == 1:
+            # A real conflict from the database: a unique key inserted twice,
+            # as when another request inserts it first.
+            for _ in range(2):
+                db.session.execute(
+                    sa.insert(RateLimit).values(key="test:twice", window_start=0, hits=1)
+                )
+        return opened(attendee)
+
+    monkeypatch.setattr(proof, "open_session", conflict_the_first_time)
+    phone = app.test_client()
+    response = phone.post(f"/join/{token}")
+    assert response.status_code == 302, response.text
+    assert response.headers["Location"].endswith("/me")
+    assert len(runs) == 2
+    me = phone.get("/me")
+    assert me.status_code == 200 and "alice" in me.text.lower()
+    db.session.rollback()
+    attendee = db.session.scalar(sa.select(Attendee).where(Attendee.event_id == event.id))
+    assert attendee.joined_at is not None and attendee.join_token_sha256 is None

@@ -189,6 +189,7 @@ def test_mail_list_before_the_freeze_is_refused(registered_event, tmp_path):
         delivery.mail_party_list(registered_event, None, tmp_path / "outbox")
 
 
+@pytest.mark.slow
 def test_the_command_line_publishes_and_mails_the_list(instance, tmp_path):
     from tests.conftest import FIXTURES
 

@@ -11,10 +11,13 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
 import pytest
+
+from tests.conftest import on_postgres
 
 
 def free_port() -> int:
@@ -277,6 +280,40 @@ def test_a_client_that_dribbles_its_headers_is_cut_off(instance):
         stop(process)
 
 
+def test_a_request_waiting_for_a_free_thread_is_answered_past_the_header_deadline(instance):
+    # One thread, a header deadline of 2 s. A client sends its body slowly (a
+    # byte every half second: each read succeeds) and holds the thread for
+    # about 4 s; a phone's GET waits for the thread meanwhile, longer than
+    # the header deadline, and must be answered, not cut off (a busy server
+    # is no slow client).
+    process, port = serve(instance, "--read-timeout", "1", "--threads", "1")
+    try:
+        fetch(f"http://127.0.0.1:{port}/")
+        body = b"csrf_token=" + b"a" * 8
+        slow = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.17", 0))
+        slow.sendall(
+            b"POST /join/not-a-token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        time.sleep(0.3)  # the slow client has the thread
+
+        def send_slowly():
+            for byte in body:
+                slow.sendall(bytes([byte]))
+                time.sleep(0.5)
+
+        sender = threading.Thread(target=send_slowly)
+        sender.start()
+        status, seconds = get_from("127.0.0.18", port, timeout=30)
+        sender.join()
+        slow.close()
+        assert status == 200
+        assert seconds > 2.5, f"it waited for the thread ({seconds:.1f} s)"
+    finally:
+        stop(process)
+
+
 def test_the_server_log_keeps_no_token():
     """Whatever gunicorn logs (a malformed request line is logged whole)."""
     import logging
@@ -294,3 +331,41 @@ def test_the_server_log_keeps_no_token():
     logged = stream.getvalue()
     assert "SECRET" not in logged
     assert "/join/… x y" in logged and "/confirm/…?a=1" in logged and "Bearer …" in logged
+
+
+def test_each_worker_keeps_one_database_connection_per_thread(instance, monkeypatch):
+    # `keyparty serve --threads N` tells its workers N (KEYPARTY_THREADS): a
+    # pool smaller than the threads would leave requests waiting for a
+    # connection, and failing after the pool's timeout.
+    from keyparty import create_app
+    from keyparty.extensions import db
+
+    for threads, expected in (("48", 48), (None, 32)):
+        if threads:
+            monkeypatch.setenv("KEYPARTY_THREADS", threads)
+        else:
+            monkeypatch.delenv("KEYPARTY_THREADS", raising=False)
+        app = create_app()
+        with app.app_context():
+            assert db.engine.pool.size() == expected
+            db.engine.dispose()
+
+
+@pytest.mark.skipif(not on_postgres(), reason="PostgreSQL's connection limit")
+def test_serve_warns_when_postgresql_takes_fewer_connections_than_the_workers_may_open(
+    instance,
+):
+    # tests/pg.sh's cluster takes 300 connections (3 reserved): 2 x (200 + 8) do not fit.
+    process, port = serve(instance, "--workers", "2", "--threads", "200")
+    try:
+        assert fetch(f"http://127.0.0.1:{port}/")[0] == 200
+    finally:
+        output = stop(process)
+    assert "PostgreSQL takes 297 connections" in output
+    assert "may open 416. Raise max_connections to at least 419" in output
+    process, port = serve(instance, "--workers", "2")
+    try:
+        assert fetch(f"http://127.0.0.1:{port}/")[0] == 200
+    finally:
+        output = stop(process)
+    assert "max_connections" not in output

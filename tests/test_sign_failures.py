@@ -5,7 +5,10 @@ line (issue 11, items 5, 7 and 8). Real gpg in the signer's own home throughout.
 from __future__ import annotations
 
 import json
+import re
+import socket
 import subprocess
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -213,3 +216,75 @@ def test_check_server_refuses_what_the_signer_did_not_name(event_url):
         {"event": {"url": "HTTP://Keyparty.test:8000/e/test-party"}},
         "http://keyparty.test:8000/e/test-party",
     )
+
+
+class _Dropping:
+    """A server on loopback that reads each request whole and closes the
+    connection without answering, as a server whose process died does."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.requests: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                while length and len(body) < int(length.group(1)):
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        break
+                    body += chunk
+                self.requests.append(head.split(b"\r\n")[0])
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def dropping_server():
+    server = _Dropping()
+    yield server
+    server.close()
+
+
+def test_a_server_that_drops_the_upload_is_said_and_the_files_kept(
+    signing_event, alice_home, tmp_path, dropping_server
+):
+    # The server took the request and died before answering (issue 13, item 5):
+    # one sentence and exit 1, not a traceback; the files stay for a later run.
+    server = f"http://127.0.0.1:{dropping_server.port}/e/{signing_event.id}"
+    bundle = bundle_for(attendee_named(signing_event, "Alice"), server.rsplit("/e/", 1)[0])
+    digest = signing_event.partylist_sha256
+    result = sign_bundle(bundle, digest, alice_home, tmp_path, "--token", "t", "--server", server)
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "Upload stopped: the server closed the connection without answering" in result.stderr
+    assert "run keyparty sign again later" in result.stderr
+    assert len(list((tmp_path / "out").glob("*.asc"))) == 4
+    assert dropping_server.requests[0].startswith(b"POST /api/e/")
+
+
+def test_a_server_that_drops_the_bundle_request_is_said(alice_home, tmp_path, dropping_server):
+    source = f"http://127.0.0.1:{dropping_server.port}/e/some-party"
+    result = sign(source, "--token", "t", "--homedir", str(alice_home.path), "--digest", "0")
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr, result.stderr
+    assert (
+        f"Cannot reach {source}: the server closed the connection without answering"
+        in result.stderr
+    )
+    assert dropping_server.requests == [b"GET /api/e/some-party/bundle HTTP/1.1"]

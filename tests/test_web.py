@@ -284,3 +284,18 @@ def test_form_errors_speak_the_phones_language(client, event):
     assert "メールアドレスではありません。" in response.text
     english = client.post(f"/e/{event.id}/register", data={"name": ""})
     assert "Please fill this in." in english.text
+
+
+def test_form_messages_of_wtforms_follow_the_page_language(client):
+    """A date the form cannot read is named in the page's language, also when
+    requests in two languages alternate (the catalogue is kept per language)."""
+    for _ in range(2):
+        english = client.post("/host/events", data={"name": "Party", "date": "next friday"})
+        assert "Not a valid date value." in english.text
+        japanese = client.post(
+            "/host/events",
+            data={"name": "Party", "date": "next friday"},
+            headers={"Accept-Language": "ja"},
+        )
+        assert "無効な日付型です。" in japanese.text
+        assert "Not a valid date value." not in japanese.text

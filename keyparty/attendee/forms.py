@@ -1,4 +1,3 @@
-from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import BooleanField
 from wtforms import EmailField
@@ -10,6 +9,7 @@ from wtforms.validators import Email
 from wtforms.validators import Length
 from wtforms.validators import Optional
 
+from keyparty.forms import Form
 from keyparty.i18n import lazy_gettext
 from keyparty.translatable import N_
 
@@ -17,7 +17,7 @@ REQUIRED = lazy_gettext("Please fill this in.")
 TOO_LONG = lazy_gettext("This is too long.")
 
 
-class RegistrationForm(FlaskForm):
+class RegistrationForm(Form):
     name = StringField(
         N_("Your name"), validators=[DataRequired(REQUIRED), Length(max=200, message=TOO_LONG)]
     )
@@ -42,25 +42,25 @@ class RegistrationForm(FlaskForm):
         return (self.key_text.data or "").encode("utf-8")
 
 
-class ConfirmEntryForm(FlaskForm):
+class ConfirmEntryForm(Form):
     """T4: the owner checks their own entry against the frozen list."""
 
     entry_correct = BooleanField(validators=[DataRequired()])
     digest_matches = BooleanField(validators=[DataRequired()])
 
 
-class VerificationForm(FlaskForm):
+class VerificationForm(Form):
     """One decision about one user ID (P2): the context and how you know them."""
 
     context = RadioField(validators=[DataRequired()])
     basis = RadioField(validators=[DataRequired()])
 
 
-class ButtonForm(FlaskForm):
+class ButtonForm(Form):
     """A button with nothing to fill in (withdraw), CSRF-protected."""
 
 
-class ProofForm(FlaskForm):
+class ProofForm(Form):
     """O2: the answer to a challenge, one of the two."""
 
     code = StringField(
@@ -73,7 +73,7 @@ class ProofForm(FlaskForm):
     )
 
 
-class RejoinForm(FlaskForm):
+class RejoinForm(Form):
     """O2: which key to prove possession of, on this phone."""
 
     fingerprint = StringField(
@@ -82,7 +82,7 @@ class RejoinForm(FlaskForm):
     )
 
 
-class JoinForm(FlaskForm):
+class JoinForm(Form):
     """Spends a join link: only a POST from the link's own page does (O2)."""
 
     switch = BooleanField()

@@ -22,6 +22,7 @@ from flask import request
 from flask import session
 from flask import url_for
 from markupsafe import Markup
+from sqlalchemy.orm import joinedload
 
 from keyparty import delivery
 from keyparty import events
@@ -668,12 +669,18 @@ def scan():
 
 
 def _key_or_none(event: Event, fingerprint: str) -> Key | None:
-    return db.session.scalar(
-        db.select(Key).where(
+    """The event's key with this fingerprint, its user IDs and owner loaded in
+    the same query (the key page and a verification read both)."""
+    query = (
+        db.select(Key)
+        .options(joinedload(Key.user_ids), joinedload(Key.attendee))
+        .where(
             Key.event_id == event.id,
             Key.fingerprint == registration.normalize_fingerprint(fingerprint),
         )
     )
+    # One row per user ID: unique() folds them into the one key.
+    return db.session.scalars(query).unique().one_or_none()
 
 
 @blueprint.route("/e/<event_id>/k/<fingerprint>")

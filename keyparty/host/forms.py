@@ -1,6 +1,5 @@
 """Host forms. Labels are marked N_ and translated where shown (`_(field.label.text)`)."""
 
-from flask_wtf import FlaskForm
 from flask_wtf.file import MultipleFileField
 from wtforms import BooleanField
 from wtforms import DateField
@@ -11,15 +10,16 @@ from wtforms.validators import DataRequired
 from wtforms.validators import Length
 from wtforms.validators import Optional
 
+from keyparty.forms import Form
 from keyparty.translatable import N_
 
 
-class CreateEventForm(FlaskForm):
+class CreateEventForm(Form):
     name = StringField(N_("Event name"), validators=[DataRequired(), Length(max=200)])
     date = DateField(N_("Date of the event"), validators=[Optional()])
 
 
-class ImportForm(FlaskForm):
+class ImportForm(Form):
     files = MultipleFileField(
         N_("Keyring files (armored or binary) and CSV sign-up sheets"),
         validators=[DataRequired(message="Choose at least one file to import.")],
@@ -32,22 +32,22 @@ class ImportForm(FlaskForm):
     )
 
 
-class IntakeForm(FlaskForm):
+class IntakeForm(Form):
     files = MultipleFileField(
         N_("Certification files that came by mail or USB stick"),
         validators=[DataRequired()],
     )
 
 
-class StepForm(FlaskForm):
+class StepForm(Form):
     """A lifecycle button: nothing to fill in, but CSRF-protected."""
 
 
-class LoginForm(FlaskForm):
+class LoginForm(Form):
     password = PasswordField(N_("Host password"), validators=[DataRequired()])
 
 
-class SettingsForm(FlaskForm):
+class SettingsForm(Form):
     """C1 contexts and P4 pace of one event (same as `keyparty event set`)."""
 
     contexts = StringField(N_("Contexts (comma-separated)"), validators=[DataRequired()])
@@ -56,7 +56,7 @@ class SettingsForm(FlaskForm):
     pace_max = IntegerField(N_("Most people in one window"), validators=[DataRequired()])
 
 
-class CertificationSettingsForm(FlaskForm):
+class CertificationSettingsForm(Form):
     """D1 expiry and cap, D3 signing window, C1 notation domain and policy URL."""
 
     expiry_days = IntegerField(N_("Certifications expire after (days)"), [DataRequired()])

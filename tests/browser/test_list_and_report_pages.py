@@ -76,6 +76,7 @@ def shoot(browser, live_server, artifacts, path, name, storage_state=None):
     return texts
 
 
+@pytest.mark.slow
 def test_list_and_report_pages_at_both_sizes_in_both_languages(
     live_server,
     party,  # noqa: F811
