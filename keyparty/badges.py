@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from markupsafe import Markup
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import selectinload
 
+from keyparty.extensions import db
 from keyparty.models import Event
+from keyparty.models import Key
 from keyparty.partylist import group_fingerprint
 from keyparty.qr import fingerprint_payload
 from keyparty.qr import qr_svg
@@ -30,8 +35,19 @@ def verification_url(base_url: str, event_id: str, fingerprint: str) -> str:
 
 
 def badges_for(event: Event, base_url: str) -> list[Badge]:
+    """One badge per key of the event, in the order of event.keys.
+
+    The keys come with their attendees and user IDs in two queries more,
+    not two per key; the QR codes are drawn once per process (qr_svg).
+    """
+    keys = db.session.scalars(
+        select(Key)
+        .where(Key.event_id == event.id)
+        .options(joinedload(Key.attendee), selectinload(Key.user_ids))
+        .order_by(Key.id)
+    ).unique()
     badges = []
-    for key in event.keys:
+    for key in keys:
         url = verification_url(base_url, event.id, key.fingerprint)
         badges.append(
             Badge(

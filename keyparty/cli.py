@@ -22,7 +22,6 @@ from keyparty import graphviz
 from keyparty import intake
 from keyparty import migrations
 from keyparty import proof
-from keyparty import publishing
 from keyparty import registration
 from keyparty import report
 from keyparty import serving
@@ -683,9 +682,10 @@ def report_command(event_id: str, expiring_days: int, graph, png) -> None:
         if isinstance(value, dict):
             value = ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
         click.echo(f"{name}: {value}")
-    soon = report.expiring(publishing.owner_accepted(event), expiring_days)
-    click.echo(f"published certifications expiring within {expiring_days} days: {len(soon)}")
-    figures = report.graph_figures(report.certification_graph(event))
+    soon = report.expiring_count(event, expiring_days)
+    click.echo(f"published certifications expiring within {expiring_days} days: {soon}")
+    published = report.certification_graph(event)
+    figures = report.graph_figures(published)
     distance = figures["mean shortest distance in it"]
     click.echo(f"largest strongly connected set: {figures['largest strongly connected set']} keys")
     click.echo(
@@ -695,7 +695,7 @@ def report_command(event_id: str, expiring_days: int, graph, png) -> None:
         if not path:
             continue
         try:
-            Path(path).write_bytes(report.draw_graph(event, fmt))
+            Path(path).write_bytes(report.draw_graph(event, fmt, published))
         except graphviz.GraphvizError as problem:
             raise click.ClickException(str(problem)) from None
         click.echo(f"Wrote {path}")

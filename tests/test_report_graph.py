@@ -66,6 +66,51 @@ def test_mean_shortest_distance_of_known_graphs():
         mean_shortest_distance({"a", "b"}, {("a", "b")})
 
 
+def _mean_by_one_search_per_member(members, edges) -> float:
+    """The plain way: a breadth-first search from each member."""
+    successors = {m: [t for s, t in edges if s == m and t in members] for m in members}
+    total = 0
+    for start in members:
+        distance, frontier = {start: 0}, [start]
+        while frontier:
+            following = []
+            for node in frontier:
+                for child in successors[node]:
+                    if child not in distance:
+                        distance[child] = distance[node] + 1
+                        following.append(child)
+            frontier = following
+        total += sum(distance.values())
+    return total / (len(members) * (len(members) - 1))
+
+
+def test_mean_shortest_distance_equals_one_search_per_member():
+    chance = random.Random(13)
+    for _ in range(60):
+        n = chance.randint(2, 30)
+        edges = {(i, (i + 1) % n) for i in range(n)}  # a ring: strongly connected
+        edges |= {
+            (chance.randrange(n), chance.randrange(n)) for _ in range(chance.randint(0, 3 * n))
+        }
+        edges |= {(0, "outside"), ("outside", 1)}  # never counted: not a member
+        members = set(range(n))
+        assert mean_shortest_distance(members, edges) == pytest.approx(
+            _mean_by_one_search_per_member(members, edges)
+        )
+
+
+def test_figures_of_a_thousand_keys_with_25_000_certifications():
+    # The big event of bench/big_event.py: each key certified by the 25 before it.
+    n = 1000
+    edges = {(i, (i + j) % n) for i in range(n) for j in range(1, 26)}
+    figures = graph_figures(Graph({i: (i, f"Name {i}") for i in range(n)}, frozenset(edges)))
+    assert figures["largest strongly connected set"] == n
+    assert figures["certifying pairs"] == 25_000
+    # distance k*25 + r steps ... : ceil(d / 25) steps to the key d places on
+    mean = sum(-(-d // 25) for d in range(1, n)) / (n - 1)
+    assert figures["mean shortest distance in it"] == pytest.approx(mean)
+
+
 def test_figures_are_event_wide():
     nodes = {f: (n, f"Name {n}") for n, f in enumerate("abcde", 1)}
     edges = frozenset({("a", "b"), ("b", "a"), ("b", "c"), ("c", "a"), ("d", "e")})
@@ -230,3 +275,23 @@ def test_graph_of_the_event(published_event):
     assert numbers == [1, 2, 3]
     ((source, target),) = graph.edges
     assert graph.nodes[source][1] == "Alice Example" and graph.nodes[target][1] == "Bob Example"
+
+
+def test_the_drawing_is_kept_until_the_published_graph_changes(
+    app, client, published_event, monkeypatch
+):
+    event_id = published_event.id
+    first = client.get(f"/host/e/{event_id}/report").text
+    assert "<svg" in first and "Bob Example" in first
+    # Without Graphviz the same graph is still shown: it was kept, not drawn again.
+    monkeypatch.setenv("KEYPARTY_DOT", "no-such-dot-program")
+    again = client.get(f"/host/e/{event_id}/report").text
+    assert "apt-get install graphviz" not in again
+    assert again.count("Bob Example") == first.count("Bob Example")
+    # A format never drawn before, or a changed graph, needs Graphviz again.
+    assert client.get(f"/host/e/{event_id}/report/graph.png").status_code == 503
+    # Bob declines after all: the published graph loses its one arrow.
+    cert = received(published_event, "Bob", BOB_UID, "identity")
+    decide(app, published_event, "Bob", cert, "declined")
+    changed = client.get(f"/host/e/{event_id}/report").text
+    assert "apt-get install graphviz" in changed

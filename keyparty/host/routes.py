@@ -32,7 +32,6 @@ from keyparty import exports
 from keyparty import graphviz
 from keyparty import intake
 from keyparty import proof
-from keyparty import publishing
 from keyparty import ratelimit
 from keyparty import registration
 from keyparty import report
@@ -486,8 +485,9 @@ def keyring(event_id: str):
 @blueprint.route("/e/<event_id>/report")
 def report_page(event_id: str):
     event = _event_or_404(event_id)
+    published = report.certification_graph(event)
     try:
-        graph = Markup(report.inline_svg(report.draw_graph(event, "svg")))
+        graph = Markup(report.inline_svg(report.draw_graph(event, "svg", published)))
     except graphviz.GraphvizError as problem:
         graph = None
         flash(str(problem), "error")
@@ -495,9 +495,9 @@ def report_page(event_id: str):
         "host/report.html",
         event=event,
         totals=report.totals(event),
-        figures=report.graph_figures(report.certification_graph(event)),
+        figures=report.graph_figures(published),
         graph=graph,
-        expiring=len(report.expiring(publishing.owner_accepted(event), 60)),
+        expiring=report.expiring_count(event, 60),
     )
 
 
