@@ -11,7 +11,7 @@ STAMP   := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 
-.PHONY: setup system system-run system-test run test lint format bench fixtures fuzz clean \
+.PHONY: setup system system-run system-test run test lint format bench bench-big fixtures fuzz clean \
 	translations translations-extract translations-update translations-compile
 
 setup: system-run $(STAMP)
@@ -102,6 +102,14 @@ bench: setup
 	$(BIN)/python bench/abuse.py
 	$(BIN)/python bench/reader.py
 	$(BIN)/python bench/proof.py
+	$(BIN)/python bench/deliver.py
+	tests/pg.sh $(BIN)/python bench/phones.py --phones 1000 --workers 2
+
+# The 1000-attendee event on both databases (the first run makes and caches
+# 50 000 certifications with gpg, about 16 minutes; bench/README.md).
+bench-big: setup
+	$(BIN)/python bench/big_event.py
+	$(BIN)/python bench/big_event.py --database postgresql
 
 # Translations (gettext, Babel): `make translations` extracts every marked sentence
 # (babel.cfg; keywords below: the gettext calls, the N_ marker and the sentence argument
