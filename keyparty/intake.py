@@ -38,6 +38,8 @@ from keyparty.rules import Refusal
 from keyparty.verification import refuse
 
 ALREADY_ACCEPTED = "already accepted"
+# Uploads judged together: one gpg check and one merge per batch (take_in).
+BATCH = 2000
 
 
 @dataclass
@@ -122,15 +124,25 @@ def take_in(
     one else: a refused certification uploaded again is judged again; one
     accepted before (the same packet, or another by the same signer for the
     same user ID and context) is "already accepted" and changes nothing.
+
+    Uploads are judged and stored BATCH at a time, so that no gpg call grows
+    with the size of one `keyparty intake` (50 000 certifications checked in
+    one gpg call ran past its timeout); a copy in a later batch of one
+    accepted in an earlier batch is "already accepted", as across two runs.
     """
-    try:
-        return _take_in(event, uploads, uploader)
-    except IntegrityError:
-        # Another process accepted the same certification between our look at
-        # what was accepted and our commit (the partial unique indexes said
-        # so): judge again, now seeing it. Nothing of the first try was kept.
-        db.session.rollback()
-        return _take_in(event, uploads, uploader)
+    outcomes: list[Outcome] = []
+    for start in range(0, len(uploads), BATCH):
+        batch = uploads[start : start + BATCH]
+        try:
+            outcomes += _take_in(event, batch, uploader)
+        except IntegrityError:
+            # Another process accepted the same certification between our look
+            # at what was accepted and our commit (the partial unique indexes
+            # said so): judge again, now seeing it. Nothing of the first try
+            # was kept.
+            db.session.rollback()
+            outcomes += _take_in(event, batch, uploader)
+    return outcomes
 
 
 def _take_in(

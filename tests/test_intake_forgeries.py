@@ -312,3 +312,29 @@ def test_a_tampered_copy_beside_the_real_one_is_told_apart(signing_event, homes)
         intake.take_in(signing_event, [("tampered-again", tampered.replace(b"b.ex", b"c.ex"))])
     )
     assert (again.status, again.rule) == ("refused", "integrity")
+
+
+def test_uploads_in_several_batches_are_judged_as_in_one(signing_event, homes, monkeypatch):
+    """Intake checks and stores BATCH uploads at a time (so no gpg call grows
+    with a big `keyparty intake`): with batches of one, a good certification,
+    its tampered copy and a second copy of the good one get the same answers
+    as in one batch, and only the good one reaches the event keyring."""
+    monkeypatch.setattr(intake, "BATCH", 1)
+    alice = fingerprint(signing_event, "Alice")
+    good = certify(homes, signing_event, alice, extra=["--cert-policy-url", "https://a.example/p"])
+    tampered = good.replace(b"https://a.example/p", b"https://b.example/p")
+    outcomes = intake.take_in(
+        signing_event, [("good", good), ("tampered", tampered), ("good-again", good)]
+    )
+    assert [(o.source, o.status, o.rule) for o in outcomes] == [
+        ("good", "accepted", None),
+        ("tampered", "refused", "integrity"),
+        ("good-again", intake.ALREADY_ACCEPTED, None),
+    ]
+    stored = db.session.scalars(
+        db.select(Certification).where(Certification.status == "accepted")
+    ).all()
+    assert [c.issuer_fingerprint for c in stored] == [alice]
+    keyring = events.event_home(signing_event).export([fingerprint(signing_event, "Bob")])
+    assert keyring.count(b"https://a.example/p") == 1
+    assert b"https://b.example/p" not in keyring
