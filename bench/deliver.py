@@ -201,12 +201,7 @@ def raw_sign_deliver(template: Path, bundle: dict, keyfile: Path) -> float:
         commands = sb.raw_commands(bundle, home, out, keyfile)
         base = [GPG, "--homedir", str(home), "--batch", "--no-tty", *sb.QUIET]
         started = time.perf_counter()
-        for command in commands:
-            if command[-2] == ">":
-                with open(command[-1], "wb") as target:
-                    subprocess.run(command[:-2], stdout=target, stderr=subprocess.PIPE, check=True)
-            else:
-                subprocess.run(command, capture_output=True, check=True)
+        sb.run_raw_commands(commands)
         for exported in sorted(out.glob("*.gpg")):
             fingerprint = exported.name.split("-")[0]
             subprocess.run(

@@ -268,14 +268,16 @@ def start_server(
     raise SystemExit(f"keyparty serve did not answer on {HOST}:{port} within 30 s")
 
 
-def stop_server(server: subprocess.Popen) -> None:
+def stop_server(server: subprocess.Popen, grace: float = 10) -> int:
+    """SIGTERM, then SIGKILL after `grace` seconds; the server's exit status."""
     if server.poll() is None:
         server.send_signal(signal.SIGTERM)
         try:
-            server.wait(10)
+            server.wait(grace)
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+    return server.returncode
 
 
 def warm_up(port: int, party: Party) -> None:

@@ -309,6 +309,16 @@ def keyparty_sign(template: Path, bundle: dict, profiler: cProfile.Profile | Non
         remove(home_path)
 
 
+def run_raw_commands(commands: list[list[str]]) -> None:
+    """Run raw_commands' gpg lines in order; `… > FILE` writes stdout to FILE."""
+    for command in commands:
+        if command[-2] == ">":
+            with open(command[-1], "wb") as target:
+                subprocess.run(command[:-2], stdout=target, stderr=subprocess.PIPE, check=True)
+        else:
+            subprocess.run(command, capture_output=True, check=True)
+
+
 def raw_commands(bundle: dict, home: Path, out: Path, keyfile: Path) -> list[list[str]]:
     """The raw gpg loop: import, one --quick-sign-key per key, one export per user ID."""
     event = bundle["event"]
@@ -342,12 +352,7 @@ def raw_sign(template: Path, bundle: dict, keyfile: Path) -> float:
     try:
         commands = raw_commands(bundle, home, out, keyfile)
         started = time.perf_counter()
-        for command in commands:
-            if command[-2] == ">":
-                with open(command[-1], "wb") as target:
-                    subprocess.run(command[:-2], stdout=target, stderr=subprocess.PIPE, check=True)
-            else:
-                subprocess.run(command, capture_output=True, check=True)
+        run_raw_commands(commands)
         elapsed = time.perf_counter() - started
         check_raw_result(bundle, home, out)
         return elapsed

@@ -73,6 +73,7 @@ HOST = "127.0.0.1"
 RECORD = threading.Lock()  # signers upload from threads with --concurrent
 
 sb = benchlib.load("sign")
+phones = benchlib.load("phones")
 bi = sb.bi
 short_tempdir = sb.short_tempdir
 remove = sb.remove
@@ -249,14 +250,7 @@ def start_server(
 
 
 def stop_server(child: subprocess.Popen) -> int:
-    if child.poll() is None:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(20)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-    return child.returncode
+    return phones.stop_server(child, grace=20)
 
 
 def sign_online(
