@@ -15,6 +15,7 @@ from sqlalchemy import Column
 from sqlalchemy import ForeignKey
 from sqlalchemy import Index
 from sqlalchemy import Integer
+from sqlalchemy import LargeBinary
 from sqlalchemy import String
 from sqlalchemy import Table
 from sqlalchemy import Text
@@ -355,3 +356,26 @@ class RateLimit(db.Model):
     # Seconds since the epoch when the current window opened.
     window_start: Mapped[float]
     hits: Mapped[int]
+
+
+class ReportDrawing(db.Model):
+    """The report's picture of an event's published certifications and the
+    figures of that graph (keyparty.report), drawn when they change and kept
+    here, where every server process and machine finds it.
+
+    `digest` names the Graphviz engine and DOT source it was drawn from: the
+    page shows it as current only while the published graph gives the same
+    digest. `published_generation` is the event's when the graph was read, so
+    an older drawing finishing late never replaces a newer one.
+    """
+
+    __tablename__ = "report_drawing"
+
+    event_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("event.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest: Mapped[str] = mapped_column(String(64))
+    published_generation: Mapped[int]
+    figures: Mapped[dict] = mapped_column(JSON)
+    svg: Mapped[bytes] = mapped_column(LargeBinary)
+    drawn_at: Mapped[datetime] = mapped_column(default=utcnow)
