@@ -738,7 +738,10 @@ def run(options, secret_file: Path, public: bytes, meta: dict, steps: list[Step]
             Step(
                 "  picture drawn in the background",
                 lag,
-                note=f"kept {lag:.1f} s after the last decision (while the exports ran)",
+                note=f"kept {lag:.1f} s after the last decision (while the exports ran)"
+                if lag >= 0
+                else f"kept {-lag:.1f} s before the last decision (the later ones left the "
+                "graph of key pairs as it was)",
             )
         )
         for label in ("first", "again"):

@@ -259,6 +259,18 @@ class Certification(db.Model):
         _unique_when_accepted(
             "uq_certification_accepted_context", "issuer_fingerprint", "user_id_id", "context"
         ),
+        # The report (keyparty.report): counts by state, what expires soon and
+        # the signer -> key pairs are read from this index alone, never from
+        # the rows with their armored keys (50 000 of them at a big event).
+        Index(
+            "ix_certification_report",
+            "event_id",
+            "status",
+            "owner_decision",
+            "expires",
+            "issuer_fingerprint",
+            "target_fingerprint",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

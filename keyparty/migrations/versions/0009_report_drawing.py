@@ -1,9 +1,11 @@
-"""The report's picture and figures, kept in the database
+"""The report's picture and figures, kept in the database; an index for the report
 
 The report page of a large event drew its graph with Graphviz and computed
 its figures at every first view (seconds at 1000 keys). They are now drawn
 when the published certifications change and kept in report_drawing, one
-row per event, where every server process finds them.
+row per event, where every server process finds them. The report's counts
+and its graph of signer -> key pairs read one covering index of
+certification instead of every row with its armored key.
 
 Revision ID: 0009
 Revises: 0008
@@ -33,7 +35,22 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["event_id"], ["event.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("event_id"),
     )
+    with op.batch_alter_table("certification", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_certification_report",
+            [
+                "event_id",
+                "status",
+                "owner_decision",
+                "expires",
+                "issuer_fingerprint",
+                "target_fingerprint",
+            ],
+            unique=False,
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("certification", schema=None) as batch_op:
+        batch_op.drop_index("ix_certification_report")
     op.drop_table("report_drawing")
