@@ -389,5 +389,6 @@ class ReportDrawing(db.Model):
     digest: Mapped[str] = mapped_column(String(64))
     published_generation: Mapped[int]
     figures: Mapped[dict] = mapped_column(JSON)
-    svg: Mapped[bytes] = mapped_column(LargeBinary)
+    # Loaded only when read: a thousand keys' picture is megabytes.
+    svg: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     drawn_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -365,17 +365,25 @@ def draw_graph(event: Event, fmt: str = "svg", graph: Graph | None = None) -> by
 # shows the previous picture (or none) saying a new one is being drawn.
 
 
+# A larger picture is linked from the report page (picture_svg) rather than
+# written into it: the page stays small, and a browser draws it as an image.
+INLINE_LIMIT = 4 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Picture:
     """What the report page shows of the published graph.
 
-    svg: the drawing to embed (inline_svg), or None while none was ever drawn;
-    figures: graph_figures() of the same graph, or None with svg; current:
-    both show the published certifications as they are now; drawn_at (UTC,
-    naive) when they were drawn; error: why the last drawing failed, if it did.
+    svg: the drawing to embed (inline_svg), or None when it is linked or none
+    was ever drawn; digest: the kept drawing's (picture_svg serves it), None
+    while none was drawn; figures: graph_figures() of the kept drawing's
+    graph; current: drawing and figures show the published certifications as
+    they are now; drawn_at (UTC, naive) when they were drawn; error: why the
+    last drawing of the graph as it is now failed, if it did.
     """
 
     svg: str | None
+    digest: str | None
     figures: dict | None
     current: bool
     drawn_at: datetime | None
@@ -538,8 +546,22 @@ def picture(event: Event, wait: float) -> Picture:
     failed = _failed.get(event.id)
     error = failed[1] if failed and failed[0] == digest and not current else None
     if kept is None:
-        return Picture(None, None, False, None, error)
-    return Picture(inline_svg(kept.svg), kept.figures, current, kept.drawn_at, error)
+        return Picture(None, None, None, False, None, error)
+    size = db.session.scalar(
+        select(func.length(ReportDrawing.svg)).where(ReportDrawing.event_id == event.id)
+    )
+    svg = inline_svg(kept.svg) if size is not None and size <= INLINE_LIMIT else None
+    return Picture(svg, kept.digest, kept.figures, current, kept.drawn_at, error)
+
+
+def picture_svg(event_id: str, digest: str) -> bytes | None:
+    """The kept drawing of the event named by `digest` (Picture.digest), or
+    None once another replaced it: what the page linked, never a newer one."""
+    return db.session.scalar(
+        select(ReportDrawing.svg).where(
+            ReportDrawing.event_id == event_id, ReportDrawing.digest == digest
+        )
+    )
 
 
 def inline_svg(svg: bytes) -> str:

@@ -392,3 +392,23 @@ def test_purge_deletes_the_kept_picture_with_its_names(app, runner, published_ev
     result = runner.invoke(args=["purge", event.id, "--yes"])
     assert result.exit_code == 0, result.output
     assert db.session.scalar(db.select(db.func.count()).select_from(ReportDrawing)) == 0
+
+
+def test_a_large_picture_is_linked_by_its_digest(app, client, published_event, monkeypatch):
+    monkeypatch.setattr(report, "INLINE_LIMIT", 0)  # every picture counts as large
+    event_id = published_event.id
+    page = client.get(f"/host/e/{event_id}/report").text
+    assert "<svg" not in page
+    (address,) = re.findall(rf'<img src="(/host/e/{event_id}/report/picture-[0-9a-f]+\.svg)"', page)
+    picture = client.get(address)
+    assert picture.status_code == 200 and picture.mimetype == "image/svg+xml"
+    assert b"Alice Example" in picture.data and b"Bob Example" in picture.data
+    assert picture.headers["Cache-Control"] == "no-store"  # names, as every host page
+    # Bob declines: a new picture under a new address; the old one is gone.
+    cert = received(published_event, "Bob", BOB_UID, "identity")
+    decide(app, published_event, "Bob", cert, "declined")
+    again = client.get(f"/host/e/{event_id}/report").text
+    (new,) = re.findall(rf'<img src="(/host/e/{event_id}/report/picture-[0-9a-f]+\.svg)"', again)
+    assert new != address and client.get(address).status_code == 404
+    edges = ET.fromstring(client.get(new).data).iter(f"{SVG}g")
+    assert not [g for g in edges if g.get("class") == "edge"]

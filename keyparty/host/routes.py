@@ -496,6 +496,17 @@ def report_page(event_id: str):
     )
 
 
+@blueprint.route("/e/<event_id>/report/picture-<digest>.svg")
+def report_picture(event_id: str, digest: str):
+    """The picture the report page links (a large one), by its digest: the
+    address names what the page showed, never a newer drawing. (Not cached,
+    as every host page: it holds the attendees' names.)"""
+    data = report.picture_svg(event_id, digest)
+    if data is None:
+        abort(404)
+    return Response(data, mimetype="image/svg+xml")
+
+
 @blueprint.route("/e/<event_id>/report/graph.<fmt>")
 def report_graph(event_id: str, fmt: str):
     """The graph as a file: SVG, or PNG for printing."""
