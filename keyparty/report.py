@@ -554,6 +554,14 @@ def picture(event: Event, wait: float) -> Picture:
     return Picture(svg, kept.digest, kept.figures, current, kept.drawn_at, error)
 
 
+def figures_of(event: Event, graph: Graph) -> dict:
+    """graph_figures(graph), taken from the kept drawing when it is of this
+    very graph (the same digest): seconds saved at a thousand keys."""
+    _, _, digest = drawing_source(event, graph)
+    kept = db.session.get(ReportDrawing, event.id)
+    return kept.figures if kept is not None and kept.digest == digest else graph_figures(graph)
+
+
 def picture_svg(event_id: str, digest: str) -> bytes | None:
     """The kept drawing of the event named by `digest` (Picture.digest), or
     None once another replaced it: what the page linked, never a newer one."""

@@ -412,3 +412,20 @@ def test_a_large_picture_is_linked_by_its_digest(app, client, published_event, m
     assert new != address and client.get(address).status_code == 404
     edges = ET.fromstring(client.get(new).data).iter(f"{SVG}g")
     assert not [g for g in edges if g.get("class") == "edge"]
+
+
+def test_the_report_command_gives_the_kept_figures_of_the_same_graph(app, runner, published_event):
+    from keyparty.extensions import db
+    from keyparty.models import ReportDrawing
+
+    assert report.draw_and_store(published_event.id)
+    kept = db.session.get(ReportDrawing, published_event.id)
+    kept.figures = {**kept.figures, "largest strongly connected set": 7}
+    db.session.commit()
+    result = runner.invoke(args=["report", published_event.id])
+    assert "largest strongly connected set: 7 keys" in result.output
+    # Once the graph changed, the kept figures are not of it: computed again.
+    cert = received(published_event, "Bob", BOB_UID, "identity")
+    decide(app, published_event, "Bob", cert, "declined")
+    result = runner.invoke(args=["report", published_event.id])
+    assert "largest strongly connected set: 0 keys" in result.output
