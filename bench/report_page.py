@@ -32,7 +32,7 @@ Timed:
    the database never were);
 3. one owner declines a signer's certifications of both user IDs, changed
    straight in the database (no background drawing started): the next view starts the drawing itself, waits
-   REPORT_DRAWING_WAIT_SECONDS (1 s) and shows the previous picture saying a
+   REPORT_DRAWING_WAIT_SECONDS (0.5 s) and shows the previous picture saying a
    new one is being drawn; then how long until a view shows the new one.
 
 `--database postgresql` runs again under tests/pg.sh (a throw-away cluster).

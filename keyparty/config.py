@@ -105,5 +105,5 @@ def settings_from_env(instance: Path) -> dict:
         # (or none) and says a new one is being drawn.
         "REPORT_DRAW_AFTER_CHANGES": True,
         "REPORT_DRAW_DELAY_SECONDS": 1.0,
-        "REPORT_DRAWING_WAIT_SECONDS": float(env.get("KEYPARTY_REPORT_WAIT") or 1.0),
+        "REPORT_DRAWING_WAIT_SECONDS": float(env.get("KEYPARTY_REPORT_WAIT") or 0.5),
     }
