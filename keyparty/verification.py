@@ -89,6 +89,21 @@ def active_verifications(signer: Attendee, key: Key | None = None) -> list[Verif
     return db.session.scalars(query).unique().all()
 
 
+def active_verifications_of_key(signer: Attendee, key: Key) -> list[Verification]:
+    """The signer's own unwithdrawn verifications of one key's user IDs, oldest
+    first, without their user IDs and keys loaded (the key page has them)."""
+    return db.session.scalars(
+        select(Verification)
+        .join(UserID, Verification.user_id_id == UserID.id)
+        .where(
+            Verification.signer_id == signer.id,
+            Verification.withdrawn_at.is_(None),
+            UserID.key_id == key.id,
+        )
+        .order_by(Verification.recorded_at)
+    ).all()
+
+
 def record(
     signer: Attendee,
     acting: Attendee | None,

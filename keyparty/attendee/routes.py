@@ -77,6 +77,10 @@ def _event_or_404(event_id: str) -> Event:
     return event
 
 
+# Where a request keeps the attendee its session speaks for (WSGI environ key).
+_ME = "keyparty.me"
+
+
 def current_attendee() -> Attendee | None:
     """The attendee whose own session this is (T2, O2), or None.
 
@@ -84,12 +88,14 @@ def current_attendee() -> Attendee | None:
     (hashed) in the database: a cookie from another instance, a purged event
     or from before a relink, re-join or proof opens nothing.
     """
+    cached = request.environ.get(_ME, _ME)
+    if cached is not _ME:  # a page asks twice: its view, and the templates' context
+        return cached
     attendee_id = session.get("attendee_id")
-    if not isinstance(attendee_id, int):
-        return None
-    attendee = db.session.get(Attendee, attendee_id)
+    attendee = db.session.get(Attendee, attendee_id) if isinstance(attendee_id, int) else None
     if not proof.session_opens(attendee, session.get("event_id"), session.get("secret")):
-        return None
+        attendee = None
+    request.environ[_ME] = attendee
     return attendee
 
 
@@ -98,6 +104,7 @@ def _sign_in(attendee: Attendee) -> None:
     # Mails to the attendee come in the language of their phone.
     attendee.language = current_language()
     secret = proof.open_session(attendee)
+    request.environ.pop(_ME, None)
     lang = session.get("lang")
     session.clear()
     session["event_id"] = attendee.event_id
@@ -120,8 +127,13 @@ def no_store(view):
     return wrapper
 
 
-def _too_fast(bucket: str, limit: int, per_seconds: int, registering: bool = False):
-    wait = ratelimit.hit(bucket, limit, per_seconds)
+def _too_fast(bucket: str, limit: int, per_seconds: int, registering: bool = False, more=()):
+    """A 429 page when this request goes over its rate limit, else None.
+
+    `more`: further (bucket, limit, per_seconds), counted in the same
+    transaction, each only if the ones before allowed the request.
+    """
+    wait = ratelimit.hit_each([(bucket, limit, per_seconds), *more])
     if wait:
         if registering:
             message = _(
@@ -668,14 +680,16 @@ def scan():
     )
 
 
-def _key_or_none(event: Event, fingerprint: str) -> Key | None:
-    """The event's key with this fingerprint, its user IDs and owner loaded in
-    the same query (the key page and a verification read both)."""
+def _key_or_none(event: Event | str, fingerprint: str) -> Key | None:
+    """The key with this fingerprint in `event` (an Event or its id), with its
+    event, user IDs and owner loaded in the same query (the key page and a
+    verification read all four)."""
+    event_id = event if isinstance(event, str) else event.id
     query = (
         db.select(Key)
-        .options(joinedload(Key.user_ids), joinedload(Key.attendee))
+        .options(joinedload(Key.event), joinedload(Key.user_ids), joinedload(Key.attendee))
         .where(
-            Key.event_id == event.id,
+            Key.event_id == event_id,
             Key.fingerprint == registration.normalize_fingerprint(fingerprint),
         )
     )
@@ -683,38 +697,55 @@ def _key_or_none(event: Event, fingerprint: str) -> Key | None:
     return db.session.scalars(query).unique().one_or_none()
 
 
+def _event_and_key(event_id: str, fingerprint: str) -> tuple[Event, Key | None]:
+    """The event (404 when there is none) and its key with this fingerprint,
+    or None: one query when the key exists, as it does for every scan."""
+    found = _key_or_none(event_id, fingerprint)
+    if found is not None:
+        return found.event, found
+    return _event_or_404(event_id), None
+
+
 @blueprint.route("/e/<event_id>/k/<fingerprint>")
 def key(event_id: str, fingerprint: str):
-    event = _event_or_404(event_id)
-    found = _key_or_none(event, fingerprint)
+    event, found = _event_and_key(event_id, fingerprint)
     if found is None:
         return render_template("key_unknown.html", event=event, fingerprint=fingerprint), 404
     return _key_page(event, found)
 
 
 def _key_page(event: Event, key: Key, forms: dict | None = None, status: int = 200):
+    """The key page; `forms` holds a submitted VerificationForm by user ID id,
+    shown again with its choices and picks (a refused or incomplete POST)."""
     me = current_attendee()
     mine = {}
     if me is not None and me.event_id == event.id:
         # Only the signer's own verifications of this key: never anyone else's (T3).
-        for v in verification.active_verifications(me, key):
+        for v in verification.active_verifications_of_key(me, key):
             mine.setdefault(v.user_id_id, []).append(v)
     forms = forms or {}
+    # Each user ID's choices as plain data: the template writes the radio
+    # buttons itself (a WTForms form per user ID, built and rendered field by
+    # field, was a quarter of the page's CPU on every scan).
+    choices = {}
     for uid in key.user_ids:
-        if uid.id not in forms:
-            offered = verification.contexts_offered(event, uid)
-            forms[uid.id] = _verification_form(offered, prefix=f"u{uid.id}")
+        form = forms.get(uid.id)
+        if form is None:
+            choices[uid.id] = (verification.contexts_offered(event, uid), None, None)
+        else:
+            offered = tuple(value for value, _label in form.context.choices)
+            choices[uid.id] = (offered, form.context.data, form.basis.data)
     return render_template(
         "key.html",
         event=event,
         key=key,
         me=me,
         mine=mine,
-        forms=forms,
+        choices=choices,
+        bases=rules.BASES,
         own_key=me is not None and me.id == key.attendee_id,
         owner_confirmed=key.attendee.entry_confirmed_at is not None,
         verifying=event.state == "verifying",
-        withdraw_form=ButtonForm(),
         context_labels=rules.CONTEXT_LABELS,
     ), status
 
@@ -729,16 +760,15 @@ def _verification_form(contexts, prefix: str) -> VerificationForm:
 @blueprint.route("/e/<event_id>/k/<fingerprint>/u/<int:uid_id>", methods=["POST"])
 def verify(event_id: str, fingerprint: str, uid_id: int):
     """Record one verification of one user ID (P2): there is no other way in."""
-    event = _event_or_404(event_id)
-    key = _key_or_none(event, fingerprint)
+    event, key = _event_and_key(event_id, fingerprint)
     user_id = db.session.get(UserID, uid_id)
     if key is None or user_id is None or user_id.key_id != key.id:
         abort(404)
     # The signer is always the session's own attendee: no parameter can
     # name anyone else (T2).
     me = _require_me()
-    limited = _too_fast(f"verify:{me.id}", 60, 60) or _too_fast(
-        f"verify-address:{request.remote_addr}", 240, 60
+    limited = _too_fast(
+        f"verify:{me.id}", 60, 60, more=[(f"verify-address:{request.remote_addr}", 240, 60)]
     )
     if limited:
         return limited
