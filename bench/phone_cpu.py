@@ -42,6 +42,9 @@ def main() -> int:
     parser.add_argument("--phones", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3, help="verifications per phone")
     parser.add_argument("--profile", help="write a cProfile of the timed requests here")
+    parser.add_argument(
+        "--statements", action="store_true", help="print the SQL of each kind's first request"
+    )
     args = parser.parse_args()
 
     home = phones.short_tempdir("kpch")
@@ -74,20 +77,28 @@ def run(party, args) -> int:
     with app.app_context():
         engine = db.engine
 
-    def count(*_args):
+    shown: set[str] = set()
+    current = [""]
+
+    def count(_conn, _cursor, statement, *_args):
         statements[0] += 1
+        if args.statements and current[0] not in shown:
+            print(f"  [{current[0]}] {' '.join(statement.split())[:300]}")
 
     sa_event.listen(engine, "before_cursor_execute", count)
-    profiler = cProfile.Profile() if args.profile else None
+    # CPU time, as the table: waiting for the database is not counted.
+    profiler = cProfile.Profile(time.process_time) if args.profile else None
 
     def timed(kind, call, *a, **kw):
         if profiler:
             profiler.enable()
         before = statements[0]
+        current[0] = kind
         start = time.process_time()
         response = call(*a, **kw)
         cpu[kind].append(time.process_time() - start)
         queries[kind] += statements[0] - before
+        shown.add(kind)
         if profiler:
             profiler.disable()
         return response

@@ -46,6 +46,7 @@ from keyparty.badges import verification_url
 from keyparty.bundle import bundle_for
 from keyparty.extensions import db
 from keyparty.i18n import LANGUAGES
+from keyparty.i18n import choose_language
 from keyparty.i18n import current_language
 from keyparty.i18n import gettext as _
 from keyparty.i18n import refusal_message
@@ -161,7 +162,7 @@ def index():
 @blueprint.route("/lang/<code>")
 def set_language(code: str):
     if code in LANGUAGES:
-        session["lang"] = code
+        choose_language(code)
         me = current_attendee()
         if me is not None and me.language != code:
             me.language = code  # mails to them come in this language
@@ -403,13 +404,16 @@ def me():
     attendee = _require_me()
     event = attendee.event
     after_event = event.state in ("signing", "closed")
+    can_confirm = rules.check_entry_confirmation(event.state) is None
+    # Forms are built only when the page shows them (each costs a phone request CPU).
+    asks_confirmation = can_confirm and attendee.entry_confirmed_at is None
     return render_template(
         "me.html",
         attendee=attendee,
         event=event,
-        confirm_form=ConfirmEntryForm(),
-        can_confirm=rules.check_entry_confirmation(event.state) is None,
-        button_form=ButtonForm(),
+        confirm_form=ConfirmEntryForm() if asks_confirmation else None,
+        can_confirm=can_confirm,
+        button_form=ButtonForm() if event.state == "signing" else None,
         # A signer sees the outcome of their own certifications, no one else's
         # (there are none before signing starts: no queries then).
         given=_latest_judgements(attendee) if after_event else [],
