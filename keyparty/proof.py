@@ -23,6 +23,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy import update
+from sqlalchemy.orm import joinedload
 
 from keyparty import openpgp
 from keyparty import rules
@@ -312,7 +313,12 @@ def find_join(token: str, now: datetime | None = None) -> JoinTarget | None:
     if not token or len(token) > 200:
         return None
     digest = hash_token(token)
-    attendee = db.session.scalar(select(Attendee).where(Attendee.join_token_sha256 == digest))
+    # With its event: the join page names it.
+    attendee = db.session.scalar(
+        select(Attendee)
+        .options(joinedload(Attendee.event))
+        .where(Attendee.join_token_sha256 == digest)
+    )
     if attendee is not None:
         return JoinTarget(attendee, None)
     challenge = db.session.scalar(select(Challenge).where(Challenge.link_token_sha256 == digest))

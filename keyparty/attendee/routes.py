@@ -398,9 +398,26 @@ def join_first(_error):
     return render_template("join_first.html"), 401
 
 
+def _load_session_attendee(*options) -> Attendee | None:
+    """Load the attendee the session names, with `options` (what the page
+    shows), in one query, and return it (unchecked: keep the reference, the
+    session's identity map holds it only as long as someone does);
+    current_attendee then finds it loaded and checks the session as always.
+    A page of one's own then costs one query, not one per relationship it
+    shows."""
+    attendee_id = session.get("attendee_id")
+    if not isinstance(attendee_id, int) or _ME in request.environ:
+        return None
+    query = db.select(Attendee).options(*options).where(Attendee.id == attendee_id)
+    return db.session.scalars(query).unique().one_or_none()
+
+
 @blueprint.route("/me")
 @no_store
 def me():
+    loaded = _load_session_attendee(  # noqa: F841  (held: see the function)
+        joinedload(Attendee.event), joinedload(Attendee.keys).joinedload(Key.user_ids)
+    )
     attendee = _require_me()
     event = attendee.event
     after_event = event.state in ("signing", "closed")
