@@ -22,6 +22,7 @@ from flask import request
 from flask import session
 from flask import url_for
 from markupsafe import Markup
+from sqlalchemy import bindparam
 from sqlalchemy.orm import joinedload
 
 from keyparty import delivery
@@ -398,9 +399,10 @@ def join_first(_error):
     return render_template("join_first.html"), 401
 
 
-def _load_session_attendee(*options) -> Attendee | None:
-    """Load the attendee the session names, with `options` (what the page
-    shows), in one query, and return it (unchecked: keep the reference, the
+def _load_session_attendee(query) -> Attendee | None:
+    """Load the attendee the session names by `query` (a select of Attendee
+    by the bound parameter `attendee_id`, with what the page shows), in one
+    query, and return it (unchecked: keep the reference, the
     session's identity map holds it only as long as someone does);
     current_attendee then finds it loaded and checks the session as always.
     A page of one's own then costs one query, not one per relationship it
@@ -408,16 +410,20 @@ def _load_session_attendee(*options) -> Attendee | None:
     attendee_id = session.get("attendee_id")
     if not isinstance(attendee_id, int) or _ME in request.environ:
         return None
-    query = db.select(Attendee).options(*options).where(Attendee.id == attendee_id)
-    return db.session.scalars(query).unique().one_or_none()
+    return db.session.scalars(query, {"attendee_id": attendee_id}).unique().one_or_none()
+
+
+_ME_PAGE = (
+    db.select(Attendee)
+    .options(joinedload(Attendee.event), joinedload(Attendee.keys).joinedload(Key.user_ids))
+    .where(Attendee.id == bindparam("attendee_id"))
+)
 
 
 @blueprint.route("/me")
 @no_store
 def me():
-    loaded = _load_session_attendee(  # noqa: F841  (held: see the function)
-        joinedload(Attendee.event), joinedload(Attendee.keys).joinedload(Key.user_ids)
-    )
+    loaded = _load_session_attendee(_ME_PAGE)  # noqa: F841  (held: see the function)
     attendee = _require_me()
     event = attendee.event
     after_event = event.state in ("signing", "closed")
@@ -701,21 +707,27 @@ def scan():
     )
 
 
+# Built once: building a statement with its eager loads cost about as much
+# CPU as running it (bound parameters make it reusable; SQLAlchemy caches
+# its SQL either way).
+_KEY_WITH_EVENT = (
+    db.select(Key)
+    .options(joinedload(Key.event), joinedload(Key.user_ids), joinedload(Key.attendee))
+    .where(Key.event_id == bindparam("event_id"), Key.fingerprint == bindparam("fingerprint"))
+)
+
+
 def _key_or_none(event: Event | str, fingerprint: str) -> Key | None:
     """The key with this fingerprint in `event` (an Event or its id), with its
     event, user IDs and owner loaded in the same query (the key page and a
     verification read all four)."""
     event_id = event if isinstance(event, str) else event.id
-    query = (
-        db.select(Key)
-        .options(joinedload(Key.event), joinedload(Key.user_ids), joinedload(Key.attendee))
-        .where(
-            Key.event_id == event_id,
-            Key.fingerprint == registration.normalize_fingerprint(fingerprint),
-        )
+    found = db.session.scalars(
+        _KEY_WITH_EVENT,
+        {"event_id": event_id, "fingerprint": registration.normalize_fingerprint(fingerprint)},
     )
     # One row per user ID: unique() folds them into the one key.
-    return db.session.scalars(query).unique().one_or_none()
+    return found.unique().one_or_none()
 
 
 def _event_and_key(event_id: str, fingerprint: str) -> tuple[Event, Key | None]:
