@@ -361,8 +361,8 @@ def raw_intake(event_home: Path, public: bytes, uploads, fingerprints: list[str]
 
     scratch, merged = short_tempdir(), short_tempdir()
     try:
-        grouped = openpgp.group_by_key([openpgp.dearmor(data) for _, data in uploads])
-        (scratch / "in.gpg").write_bytes(openpgp.group_by_key([public, grouped]))
+        grouped = b"".join(openpgp.group_by_key([openpgp.dearmor(data) for _, data in uploads]))
+        (scratch / "in.gpg").write_bytes(b"".join(openpgp.group_by_key([public, grouped])))
         (merged / "in.gpg").write_bytes(grouped)
         shutil.copy2(event_home / "pubring.kbx", merged / "pubring.kbx")
         base = [GPG, "--batch", "--no-tty", "--trust-model", "always"]
@@ -660,7 +660,7 @@ def run(options, secret_file: Path, public: bytes, meta: dict, steps: list[Step]
         )
         pieces = [openpgp.dearmor(k.armored.encode()) for k in event.keys]
         pieces += (openpgp.dearmor(armored.encode()) for armored in rows)
-        (bulk / "all.gpg").write_bytes(openpgp.group_by_key(pieces))
+        (bulk / "all.gpg").write_bytes(b"".join(openpgp.group_by_key(pieces)))
         del pieces
         raw = raw_run([GPG, "--homedir", str(bulk), "--batch", "--import", str(bulk / "all.gpg")])
         remove(bulk)

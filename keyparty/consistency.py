@@ -25,6 +25,7 @@ from pathlib import Path
 from flask import current_app
 from sqlalchemy import select
 
+from keyparty import openpgp
 from keyparty.events import rebuild_home
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
@@ -112,10 +113,16 @@ def actual(home: GnuPGHome) -> HomeState:
         for uid in record.user_ids:
             if not (uid.revoked or uid.expired):
                 state.user_ids.add((record.fingerprint, uid.text))
-    for sig in home.certifications(sorted(state.keys)):
-        if sig.issuer_fingerprint and sig.issuer_fingerprint != sig.key_fingerprint:
+    # Listed, not checked: intake checked each before it was stored, and
+    # checking 50 000 again at every start took minutes. A signature without
+    # an issuer fingerprint subpacket is named by its key ID: the issuer is a
+    # key of the event.
+    by_key_id = {openpgp.key_id_of(r.fingerprint): r.fingerprint for r in records}
+    for sig in home.certifications(sorted(state.keys), checked=False):
+        issuer = sig.issuer_fingerprint or by_key_id.get(sig.issuer_key_id, "")
+        if issuer and issuer != sig.key_fingerprint:
             state.certifications[
-                (sig.key_fingerprint, sig.user_id, sig.issuer_fingerprint, _epoch(sig.created))
+                (sig.key_fingerprint, sig.user_id, issuer, _epoch(sig.created))
             ] += 1
     return state
 

@@ -304,7 +304,7 @@ def rebuild_home(event: Event, home: GnuPGHome | None = None) -> int:
         pieces = [openpgp.dearmor(text.encode()) for text in armored]
         pieces += (openpgp.dearmor(c.armored.encode()) for c in accepted)
         if pieces:
-            stage.import_keys(openpgp.group_by_key(pieces), options=None)
+            stage.import_blocks(openpgp.group_by_key(pieces), options=None)
         homes.mark_built(stage, f"k{keys_generation}")
         stage.commit()
     return len(armored)

@@ -21,6 +21,7 @@ import tempfile
 import threading
 from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Sequence
 from contextlib import contextmanager
 from contextlib import suppress
 from dataclasses import dataclass
@@ -155,6 +156,26 @@ class KeyRecord:
         if self.curve:
             return self.curve
         return f"{ALGORITHM_NAMES.get(self.algorithm, f'algo{self.algorithm}')}{self.bits}"
+
+
+# At most this many key blocks, or bytes, per `gpg --import` (import_blocks).
+IMPORT_BATCH = 100
+IMPORT_BATCH_BYTES = 2 * 1024 * 1024
+
+
+def _import_batches(blocks: Sequence[bytes]) -> Iterator[bytes]:
+    """`blocks` joined into runs of at most IMPORT_BATCH blocks and
+    IMPORT_BATCH_BYTES (a larger single block is a run of its own)."""
+    batch: list[bytes] = []
+    size = 0
+    for block in blocks:
+        if batch and (len(batch) >= IMPORT_BATCH or size + len(block) > IMPORT_BATCH_BYTES):
+            yield b"".join(batch)
+            batch, size = [], 0
+        batch.append(block)
+        size += len(block)
+    if batch:
+        yield b"".join(batch)
 
 
 @dataclass
@@ -401,14 +422,18 @@ def check_version(version: tuple[int, ...] | None) -> None:
 
 @dataclass(frozen=True)
 class CertificationRecord:
-    """One signature on a user ID, as `gpg --check-sigs` judged it."""
+    """One signature on a user ID, as `gpg --check-sigs` judged it (or, from
+    `--list-sigs`, as listed: validity "")."""
 
     key_fingerprint: str
     user_id: str
+    # From the issuer fingerprint subpacket, or from the issuer's key when
+    # gpg checked it; "" when neither says (an old signature, not checked).
     issuer_fingerprint: str
     created: datetime | None
-    validity: str  # "!" good, "-" bad, "?" issuer key missing, "%" other error
+    validity: str  # "!" good, "-" bad, "?" issuer key missing, "%" other error, "" not checked
     sig_class: str  # e.g. "13x": level 3, exportable; "13l": local
+    issuer_key_id: str = ""
 
 
 @dataclass
@@ -458,7 +483,8 @@ class CertifyOutcome:
 
 
 def parse_signature_listing(text: str) -> list[CertificationRecord]:
-    """Parse `--check-sigs --with-colons` output into one record per signature on a user ID."""
+    """Parse `--check-sigs` (or `--list-sigs`) `--with-colons` output into one
+    record per signature on a user ID (GnuPG doc/DETAILS, "Field 2", "Field 13")."""
     records: list[CertificationRecord] = []
     key = None
     user_id = None
@@ -482,6 +508,7 @@ def parse_signature_listing(text: str) -> list[CertificationRecord]:
                     created=_utc(f[5]),
                     validity=f[1],
                     sig_class=f[10],
+                    issuer_key_id=f[4],
                 )
             )
     return records
@@ -616,6 +643,26 @@ class GnuPGHome:
                 outcome.counts = dict(zip(names.split(), map(int, parts), strict=False))
         return outcome
 
+    def import_blocks(
+        self, blocks: Sequence[bytes], options: str | None = STRANGER_KEYS
+    ) -> ImportOutcome:
+        """Import binary key blocks (one key each, e.g. openpgp.group_by_key's),
+        IMPORT_BATCH blocks or IMPORT_BATCH_BYTES at most per gpg call; the
+        outcomes are merged as if gpg had read them in one call.
+
+        Why: gpg's keybox has no index, so each key merged costs a scan of the
+        whole keyring; one call over a 1000-key event with 50 000
+        certifications ran past the gpg timeout, while each batch stays short.
+        """
+        outcome = ImportOutcome()
+        for batch in _import_batches(blocks):
+            part = self.import_keys(batch, options)
+            outcome.imported += [f for f in part.imported if f not in outcome.imported]
+            outcome.problems.update(part.problems)
+            for name, count in part.counts.items():
+                outcome.counts[name] = outcome.counts.get(name, 0) + count
+        return outcome
+
     def delete_keys(self, fingerprints: Iterable[str]) -> bool:
         """Delete these public keys (full fingerprints, so nothing else matches).
 
@@ -645,12 +692,18 @@ class GnuPGHome:
             run.data.decode("utf-8", "surrogateescape").replace("sec:", "pub:")
         )
 
-    def certifications(self, fingerprints: Iterable[str]) -> list[CertificationRecord]:
-        """Every signature on the user IDs of these keys, checked by gpg."""
+    def certifications(
+        self, fingerprints: Iterable[str], checked: bool = True
+    ) -> list[CertificationRecord]:
+        """Every signature on the user IDs of these keys, checked by gpg; or
+        with `checked=False` only listed (`--list-sigs`): what the home holds,
+        in about 1/60 of the time (1000 keys with 56 000 signatures: 2 s
+        against 135 s).
+        """
         wanted = list(fingerprints)
         if not wanted:
             return []
-        run = self._run(["--check-sigs", *wanted])
+        run = self._run(["--check-sigs" if checked else "--list-sigs", *wanted])
         return parse_signature_listing(run.data.decode("utf-8", "surrogateescape"))
 
     def certify(

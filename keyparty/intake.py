@@ -200,7 +200,7 @@ def _take_in(
     db.session.flush()
     if accepted:
         with home.staged() as stage:
-            stage.import_keys(openpgp.group_by_key([c.minimal for c in accepted]), options=None)
+            stage.import_blocks(openpgp.group_by_key([c.minimal for c in accepted]), options=None)
             # Database first, home second (keyparty check repairs a crash between).
             db.session.commit()
             stage.commit()
@@ -271,7 +271,7 @@ def _check_signatures(home, candidates: list[_Candidate], keys: dict[str, Key]) 
 
     def check(batch: list[_Candidate]) -> dict[tuple, list[str]]:
         with home.scratch() as scratch:
-            scratch.import_keys(
+            scratch.import_blocks(
                 openpgp.group_by_key(involved(batch) + [c.minimal for c in batch]), options=None
             )
             found: dict[tuple, list[str]] = {}

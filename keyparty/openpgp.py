@@ -38,6 +38,7 @@ __all__ = [
     "KeyComponent",
     "KeyMaterialRefused",
     "keep_user_ids",
+    "key_id_of",
     "group_by_key",
     "Phrase",
     "Signature",
@@ -48,6 +49,7 @@ __all__ = [
     "minimal_key",
     "primary_key_packet",
     "read_keys",
+    "without_certifications",
     "user_id_signatures",
 ]
 
@@ -1079,8 +1081,7 @@ def _signature(buf: bytes, start: int, body_start: int, end: int) -> Signature:
     fingerprint = found.issuer_fingerprint or found.unhashed_fingerprint
     key_id = found.issuer_key_id or found.unhashed_key_id
     if key_id is None and fingerprint is not None:
-        # A v4 key ID is the end of the fingerprint; v5 and v6 key IDs are its start.
-        key_id = fingerprint[-16:] if len(fingerprint) == 40 else fingerprint[:16]
+        key_id = key_id_of(fingerprint)
     return Signature(
         raw=raw,
         version=version,
@@ -1155,6 +1156,12 @@ def primary_key_packet(block: KeyBlock) -> bytes:
     if first is None or first[0] != _TAG_PUBLIC_KEY:
         raise _refuse("no-key", "the block does not start with a public key")
     return buf[first[1] : first[3]]
+
+
+def key_id_of(fingerprint: str) -> str:
+    """The 16-hex-digit key ID of a fingerprint: a v4 key ID is the end of its
+    40-digit fingerprint, a v5 or v6 key ID the start of its 64 digits (RFC 9580 5.5.4)."""
+    return fingerprint[-16:] if len(fingerprint) == 40 else fingerprint[:16]
 
 
 def _is_self(signature: Signature, fingerprint: str) -> bool:
@@ -1251,6 +1258,38 @@ def keep_user_ids(block: KeyBlock, keep: Callable[[bytes], bool]) -> bytes:
     return b"".join(parts)
 
 
+def without_certifications(block: KeyBlock, certifications: KeyBlock) -> tuple[bytes, int]:
+    """`block` without the third-party signatures that `certifications` (a key
+    block of the same key, e.g. a minimal key) carries on its user IDs.
+
+    Signatures are matched by packet body: gpg may write a packet's header in
+    another format than it read. Returns (the key, binary; how many signature
+    packets were taken out).
+    """
+    fingerprint = certifications.fingerprint or ""
+    wanted = {
+        _body(s.raw)
+        for uid in user_id_signatures(certifications)
+        for s in uid.signatures
+        if not _is_self(s, fingerprint)
+    }
+    buf = block.data
+    parts = []
+    dropped = 0
+    for tag, start, body_start, end in _packets(buf):
+        if tag == _TAG_SIGNATURE and buf[body_start:end] in wanted:
+            dropped += 1
+        else:
+            parts.append(buf[start:end])
+    return b"".join(parts), dropped
+
+
+def _body(packet: bytes) -> bytes:
+    """The body of one whole packet (its header left off)."""
+    _tag, _start, body_start, end = next(_packets(packet))
+    return packet[body_start:end]
+
+
 def without_user_attributes(block: KeyBlock) -> KeyBlock:
     """`block` without its user attributes (photo IDs) and their signatures.
 
@@ -1263,9 +1302,11 @@ def without_user_attributes(block: KeyBlock) -> KeyBlock:
     return KeyBlock(block.version, block.fingerprint, block.components, block.user_ids, data)
 
 
-def group_by_key(keys: Sequence[bytes]) -> bytes:
-    """Binary keys (e.g. many minimal keys) regrouped so each primary key comes
-    once, followed by everything the pieces carried for it.
+def group_by_key(keys: Sequence[bytes]) -> list[bytes]:
+    """Binary keys (e.g. many minimal keys) regrouped into one block per primary
+    key: the primary key packet once, followed by everything the pieces carried
+    for it, in the order the primary keys first came (GnuPGHome.import_blocks
+    takes the list).
 
     gpg merges a key block into an existing key far faster once than the same
     certifications arriving as thousands of separate blocks of one key.
@@ -1275,4 +1316,4 @@ def group_by_key(keys: Sequence[bytes]) -> bytes:
         for block in read_keys(data):
             primary = primary_key_packet(block)
             grouped.setdefault(primary, []).append(block.data[len(primary) :])
-    return b"".join(primary + b"".join(rest) for primary, rest in grouped.items())
+    return [primary + b"".join(rest) for primary, rest in grouped.items()]

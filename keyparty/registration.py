@@ -326,7 +326,7 @@ def _import_and_check(
     result: RegistrationResult,
 ) -> dict[str, KeyRecord]:
     """Import into the stage; keep only keys gpg took and the checks accept."""
-    outcome = stage.import_keys(b"".join(c.block.data for c in candidates))
+    outcome = stage.import_blocks([c.block.data for c in candidates])
     wanted = {c.block.fingerprint for c in candidates}
     records = {r.fingerprint: r for r in stage.list_keys(wanted & set(outcome.imported))}
     accepted: dict[str, KeyRecord] = {}
@@ -378,7 +378,7 @@ def _import_and_check(
         else:
             stage.reset()
             keep = [c.block.data for c in candidates if c.block.fingerprint in accepted]
-            stage.import_keys(b"".join(keep))
+            stage.import_blocks(keep)
     return accepted
 
 

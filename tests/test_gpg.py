@@ -123,3 +123,28 @@ def test_an_old_gnupg_is_refused_with_what_to_install():
     check_version((2, 2, 40))
     with pytest.raises(GnuPGError, match="2.2.36 or newer"):
         check_version((2, 2, 27))
+
+
+def test_keys_imported_in_batches_come_out_as_from_one_call(monkeypatch):
+    """import_blocks splits a long import (gpg's keybox merges cost a scan of the
+    whole keyring each): the outcome and the home are what one call gives."""
+    from keyparty import gpg
+    from keyparty import openpgp
+
+    names = ["alice", "bob", "carol", "dalia", "hanako", "rsa", "victor"]
+    blocks = [openpgp.dearmor(key_bytes(n)) for n in names]
+    blocks.append(openpgp.dearmor(key_bytes("bob")))  # a repeat, in a later batch
+    whole, split = GnuPGHome(short_tempdir()), GnuPGHome(short_tempdir())
+    one = whole.import_blocks(blocks)
+    monkeypatch.setattr(gpg, "IMPORT_BATCH", 3)
+    calls = []
+    monkeypatch.setattr(
+        split, "import_keys", lambda d, o: calls.append(d) or GnuPGHome.import_keys(split, d, o)
+    )
+    several = split.import_blocks(blocks)
+    assert len(calls) == 3
+    assert several.imported == one.imported == [fingerprint_of(n) for n in names]
+    assert several.counts["count"] == one.counts["count"] == 8
+    assert several.counts["imported"] == one.counts["imported"] == 7
+    assert several.counts["unchanged"] == one.counts["unchanged"] == 1
+    assert split.export(one.imported) == whole.export(one.imported)

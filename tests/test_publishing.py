@@ -97,6 +97,41 @@ def test_owners_accept_or_decline_and_only_accepted_is_exported(app, certified_e
     assert "context@keyparty.orgemail" not in listing, "email waits for the mail (C3)"
 
 
+def test_a_decline_after_accepting_takes_off_that_certification_alone(
+    app, certified_event, monkeypatch
+):
+    """Changing one's mind takes one signature off one key in the published
+    keyring; the rest of the keyring is not rebuilt (at 1000 keys with 50 000
+    certifications a rebuild takes minutes)."""
+    from keyparty import consistency
+
+    event = certified_event
+    identity = received(event, "Bob", BOB_UID, "identity")
+    second = received(event, "Bob", BOB_UID2, "identity")
+    carol = received(event, "Carol", "Carol Example <carol@example.org>", "identity")
+    for owner, certification in (("Bob", identity), ("Bob", second), ("Carol", carol)):
+        decide(app, event, owner, certification, "accepted")
+    alice_key_id = attendee_named(event, "Alice").keys[0].fingerprint[-16:]
+    before = gpg_sigs(exports.keyring(event)).count(f"sig:!::22:{alice_key_id}")
+    rebuilds = []
+    monkeypatch.setattr(publishing, "_fill", lambda *a: rebuilds.append(a))
+
+    assert "The signer is not told" in decide(app, event, "Bob", identity, "declined").text
+
+    assert rebuilds == []
+    listing = gpg_sigs(exports.keyring(event))
+    uid_blocks = listing.split("\nuid:")
+    bob_org = next(b for b in uid_blocks if f"::{BOB_UID}::" in b.split("\n")[0])
+    bob_net = next(b for b in uid_blocks if f"::{BOB_UID2}::" in b.split("\n")[0])
+    assert alice_key_id not in bob_org, "declined: off the published key"
+    assert f"sig:!::22:{alice_key_id}" in bob_net, "Bob's other user ID keeps its own"
+    assert listing.count(f"sig:!::22:{alice_key_id}") == before - 1
+    assert f"sig:!::22:{alice_key_id}" in next(
+        b for b in uid_blocks if "carol@" in b.split("\n")[0]
+    )
+    assert consistency.check(event) == []
+
+
 def test_an_email_certification_cannot_be_accepted_on_the_page(app, certified_event):
     email = received(certified_event, "Bob", BOB_UID, "email")
     page = decide(app, certified_event, "Bob", email, "accepted").text
