@@ -685,7 +685,7 @@ def report_command(event_id: str, expiring_days: int, graph, png) -> None:
     soon = report.expiring_count(event, expiring_days)
     click.echo(f"published certifications expiring within {expiring_days} days: {soon}")
     published = report.certification_graph(event)
-    figures = report.graph_figures(published)
+    figures = report.figures_of(event, published)
     distance = figures["mean shortest distance in it"]
     click.echo(f"largest strongly connected set: {figures['largest strongly connected set']} keys")
     click.echo(

@@ -104,4 +104,12 @@ def settings_from_env(instance: Path) -> dict:
         "WTF_CSRF_TIME_LIMIT": None,
         # Every rate limit is multiplied by this (phones sharing one address).
         "RATE_LIMIT_FACTOR": float(env.get("KEYPARTY_RATE_LIMIT_FACTOR") or 1),
+        # The report's picture (keyparty.report): drawn in the background
+        # this long after an owner's decision (the decisions made meanwhile
+        # go into the same drawing); the report page waits this long for a
+        # drawing it had to start itself, then shows the previous picture
+        # (or none) and says a new one is being drawn.
+        "REPORT_DRAW_AFTER_CHANGES": True,
+        "REPORT_DRAW_DELAY_SECONDS": 1.0,
+        "REPORT_DRAWING_WAIT_SECONDS": float(env.get("KEYPARTY_REPORT_WAIT") or 0.5),
     }

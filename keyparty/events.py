@@ -31,6 +31,7 @@ from keyparty.models import Attendee
 from keyparty.models import Certification
 from keyparty.models import Event
 from keyparty.models import Key
+from keyparty.models import ReportDrawing
 from keyparty.models import SigningPairing
 from keyparty.models import Verification
 from keyparty.partylist import ListEntry
@@ -412,6 +413,8 @@ def purge(event: Event) -> dict[str, int]:
         "verifications": db.session.query(Verification).filter_by(event_id=event.id).delete(),
     }
     db.session.query(SigningPairing).filter_by(event_id=event.id).delete()
+    # The report's picture carries the attendees' names.
+    db.session.query(ReportDrawing).filter_by(event_id=event.id).delete()
     for key in list(event.keys):
         db.session.delete(key)
     db.session.flush()

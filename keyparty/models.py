@@ -15,6 +15,7 @@ from sqlalchemy import Column
 from sqlalchemy import ForeignKey
 from sqlalchemy import Index
 from sqlalchemy import Integer
+from sqlalchemy import LargeBinary
 from sqlalchemy import String
 from sqlalchemy import Table
 from sqlalchemy import Text
@@ -260,6 +261,18 @@ class Certification(db.Model):
         _unique_when_accepted(
             "uq_certification_accepted_context", "issuer_fingerprint", "user_id_id", "context"
         ),
+        # The report (keyparty.report): counts by state, what expires soon and
+        # the signer -> key pairs are read from this index alone, never from
+        # the rows with their armored keys (50 000 of them at a big event).
+        Index(
+            "ix_certification_report",
+            "event_id",
+            "status",
+            "owner_decision",
+            "expires",
+            "issuer_fingerprint",
+            "target_fingerprint",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -357,3 +370,27 @@ class RateLimit(db.Model):
     # Seconds since the epoch when the current window opened.
     window_start: Mapped[float]
     hits: Mapped[int]
+
+
+class ReportDrawing(db.Model):
+    """The report's picture of an event's published certifications and the
+    figures of that graph (keyparty.report), drawn when they change and kept
+    here, where every server process and machine finds it.
+
+    `digest` names the Graphviz engine and DOT source it was drawn from: the
+    page shows it as current only while the published graph gives the same
+    digest. `published_generation` is the event's when the graph was read, so
+    an older drawing finishing late never replaces a newer one.
+    """
+
+    __tablename__ = "report_drawing"
+
+    event_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("event.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest: Mapped[str] = mapped_column(String(64))
+    published_generation: Mapped[int]
+    figures: Mapped[dict] = mapped_column(JSON)
+    # Loaded only when read: a thousand keys' picture is megabytes.
+    svg: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    drawn_at: Mapped[datetime] = mapped_column(default=utcnow)

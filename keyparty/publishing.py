@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from keyparty import homes
 from keyparty import openpgp
+from keyparty import report
 from keyparty import rules
 from keyparty.extensions import db
 from keyparty.gpg import GnuPGHome
@@ -136,8 +137,10 @@ def decide(certification: Certification, decision: str, now: datetime | None = N
 def follow_decision(certification: Certification, was: str | None, generation: int) -> None:
     """Bring this machine's published keyring along after a committed decision
     numbered `generation` (homes.bump): one step on from what it holds, apply
-    just this decision; otherwise leave it for published_home() to rebuild."""
+    just this decision; otherwise leave it for published_home() to rebuild.
+    The report's picture is drawn again soon, in the background."""
     event = certification.key.event
+    report.draw_after_change(event.id)
     keys_generation, _ = homes.generations(event)
     home = _published_path(event)
     with home.staged() as stage:

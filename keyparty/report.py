@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -12,8 +14,11 @@ from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
 
+from flask import current_app
+from flask import has_request_context
 from sqlalchemy import func
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from keyparty import graphviz
 from keyparty.extensions import db
@@ -22,7 +27,9 @@ from keyparty.models import Attendee
 from keyparty.models import Certification
 from keyparty.models import Event
 from keyparty.models import Key
+from keyparty.models import ReportDrawing
 from keyparty.partylist import safe_text
+from keyparty.storage import is_transient
 from keyparty.verification import totals as verification_totals
 
 
@@ -275,7 +282,11 @@ def graph_dot(graph: Graph, title: str) -> str:
     (graphviz.quote); node ids are k<number>, never a name.
     """
     large = len(graph.nodes) > LARGE_GRAPH
-    ids = {fpr: f"k{n}" for n, fpr in enumerate(sorted(graph.nodes, key=graph.nodes.get), 1)}
+    # Keys in list order, the fingerprint breaking ties (before the freeze every
+    # number is 0): the same graph gives the same source, so the same digest,
+    # in every process whatever its hash seed.
+    order = sorted(graph.nodes, key=lambda fpr: (graph.nodes[fpr], fpr))
+    rank = {fpr: n for n, fpr in enumerate(order, 1)}
     lines = [
         "digraph certifications {",
         f"  graph [label={quote(safe_text(title))}, labelloc=t, fontsize=18, fontname=sans,"
@@ -287,21 +298,31 @@ def graph_dot(graph: Graph, title: str) -> str:
         ' fontname=sans, fontsize=11, margin="0.08,0.04"];',
         '  edge [color="#456789", arrowsize=0.8, penwidth=1.2];',
     ]
-    for fpr, (number, name) in sorted(graph.nodes.items(), key=lambda item: item[1]):
-        lines.append(f"  {ids[fpr]} [label={quote(_label(number, name))}];")
-    drawn = set()
-    for source, target in sorted(graph.edges, key=lambda e: (graph.nodes[e[0]], graph.nodes[e[1]])):
-        if (source, target) in drawn:
-            continue
-        if (target, source) in graph.edges:
-            drawn.add((target, source))
-            lines.append(
-                f'  {ids[source]} -> {ids[target]} [dir=both, color="#1a7f37", penwidth=2];'
-            )
-        else:
-            lines.append(f"  {ids[source]} -> {ids[target]};")
+    for fpr in order:
+        lines.append(f"  k{rank[fpr]} [label={quote(_label(*graph.nodes[fpr]))}];")
+    # Integer pairs: 25 000 arrows at a big event, sorted and written quickly.
+    pairs = sorted((rank[source], rank[target]) for source, target in graph.edges)
+    present = set(pairs)
+    for source, target in pairs:
+        if (target, source) not in present:
+            lines.append(f"  k{source} -> k{target};")
+        elif source < target:  # a mutual pair: one double-headed arrow
+            lines.append(f'  k{source} -> k{target} [dir=both, color="#1a7f37", penwidth=2];')
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def drawing_source(event: Event, graph: Graph) -> tuple[str, str, str]:
+    """What Graphviz is given for `graph`: (engine, DOT source, digest).
+
+    The digest (32 hex digits of SHA-256 over engine and source) names a
+    drawing: one kept under the same digest shows exactly this graph.
+    """
+    title = f"{event.name}: published certifications (green ↔ = mutual)"
+    engine = "sfdp" if len(graph.nodes) > LARGE_GRAPH else "dot"
+    source = graph_dot(graph, title)
+    digest = hashlib.sha256(f"{engine}\n{source}".encode()).hexdigest()[:32]
+    return engine, source, digest
 
 
 def draw_graph(event: Event, fmt: str = "svg", graph: Graph | None = None) -> bytes:
@@ -310,12 +331,13 @@ def draw_graph(event: Event, fmt: str = "svg", graph: Graph | None = None) -> by
     The drawing is kept in the event's files, named by a digest of its DOT
     source: it is drawn again only when the published graph (or the event's
     name) changed. `graph`: certification_graph(event), if already at hand.
+    Raises graphviz.GraphvizError.
     """
     graph = graph or certification_graph(event)
-    title = f"{event.name}: published certifications (green ↔ = mutual)"
-    engine = "sfdp" if len(graph.nodes) > LARGE_GRAPH else "dot"
-    source = graph_dot(graph, title)
-    digest = hashlib.sha256(f"{engine}\n{source}".encode()).hexdigest()[:32]
+    engine, source, digest = drawing_source(event, graph)
+    kept_svg = fmt == "svg" and db.session.get(ReportDrawing, event.id)
+    if kept_svg and kept_svg.digest == digest:
+        return kept_svg.svg  # what the report page shows, drawn when the data changed
     from keyparty.events import event_files  # keyparty.events imports this module
 
     folder = event_files(event)
@@ -329,6 +351,225 @@ def draw_graph(event: Event, fmt: str = "svg", graph: Graph | None = None) -> by
     partial.write_bytes(data)
     os.replace(partial, kept)  # whole or not at all, for another process reading it
     return data
+
+
+# -- the picture, drawn when the data changes ----------------------------------------
+#
+# Laying out a thousand keys (sfdp with overlap removal) and the figures of
+# their graph (mean shortest distance) take seconds: far too long for a page
+# view. So the picture is drawn after the published certifications change
+# (an owner's decision), in a thread of the process that made the change,
+# and kept in the database (ReportDrawing) where every process finds it. The
+# page checks the kept drawing's digest against the graph as it is now; when
+# they differ it starts a drawing itself, waits for it a moment, and else
+# shows the previous picture (or none) saying a new one is being drawn.
+
+
+# A larger picture is linked from the report page (picture_svg) rather than
+# written into it: the page stays small, and a browser draws it as an image.
+INLINE_LIMIT = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Picture:
+    """What the report page shows of the published graph.
+
+    svg: the drawing to embed (inline_svg), or None when it is linked or none
+    was ever drawn; digest: the kept drawing's (picture_svg serves it), None
+    while none was drawn; figures: graph_figures() of the kept drawing's
+    graph; current: drawing and figures show the published certifications as
+    they are now; drawn_at (UTC, naive) when they were drawn; error: why the
+    last drawing of the graph as it is now failed, if it did.
+    """
+
+    svg: str | None
+    digest: str | None
+    figures: dict | None
+    current: bool
+    drawn_at: datetime | None
+    error: str | None = None
+
+
+_drawing_lock = threading.Lock()
+_drawing: dict[str, threading.Thread] = {}  # event id -> its drawing thread
+_draw_again: set[str] = set()  # changed while being drawn: draw once more
+_failed: dict[str, tuple[str, str]] = {}  # event id -> (digest, Graphviz's complaint)
+
+
+def draw_and_store(event_id: str) -> str | None:
+    """Draw the event's published graph and compute its figures, and keep both
+    (ReportDrawing), unless the kept drawing has the same digest already.
+
+    For a thread or a command with an app context and no request (it commits
+    the caller's transaction first): reads the
+    graph in one read-only transaction, draws with no transaction open (the
+    database is never locked while Graphviz works), writes in a short one.
+    A drawing made from an older generation than the kept one is dropped.
+    Returns the digest now kept, or None for an unknown event. Raises
+    graphviz.GraphvizError when Graphviz is missing or fails.
+    """
+    from keyparty.storage import READ_ONLY
+
+    db.session.commit()  # what the caller did so far stays; then a read-only transaction
+    db.session.connection(execution_options={READ_ONLY: True})
+    event = db.session.get(Event, event_id)
+    if event is None:
+        db.session.rollback()
+        return None
+    generation = event.published_generation
+    graph = certification_graph(event)
+    engine, source, digest = drawing_source(event, graph)
+    kept = db.session.get(ReportDrawing, event_id)
+    fresh = kept is not None and kept.digest == digest
+    db.session.rollback()
+    if fresh:
+        return digest
+    try:
+        svg = graphviz.render(source, "svg", engine)
+    except graphviz.GraphvizError as problem:
+        _failed[event_id] = (digest, str(problem))
+        raise
+    _failed.pop(event_id, None)
+    figures = graph_figures(graph)
+    for attempt in range(5):
+        try:
+            kept = db.session.get(ReportDrawing, event_id, populate_existing=True)
+            if kept is None:
+                kept = ReportDrawing(event_id=event_id)
+                db.session.add(kept)
+            elif kept.published_generation > generation:
+                db.session.rollback()  # a newer drawing is kept already
+                return kept_digest(event_id)
+            kept.digest, kept.published_generation = digest, generation
+            kept.figures, kept.svg, kept.drawn_at = (
+                figures,
+                svg,
+                datetime.now(UTC).replace(tzinfo=None),
+            )
+            db.session.commit()
+            return digest
+        except DBAPIError as error:
+            db.session.rollback()
+            # Another process stored its drawing first, or held the lock: again.
+            if not is_transient(error) or attempt == 4:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    return None
+
+
+def kept_digest(event_id: str) -> str | None:
+    """The digest of the drawing kept for the event, if any."""
+    return db.session.scalar(select(ReportDrawing.digest).where(ReportDrawing.event_id == event_id))
+
+
+def draw_soon(event_id: str, delay: float = 0.0) -> threading.Thread:
+    """Start drawing the event's picture in a thread of this process (see
+    draw_and_store), after `delay` seconds (a burst of decisions then makes one
+    drawing). Needs an app context. If a drawing of this event is already under
+    way here, it draws once more when done; that thread is returned."""
+    app = current_app._get_current_object()
+    with _drawing_lock:
+        running = _drawing.get(event_id)
+        if running is not None and running.is_alive():
+            _draw_again.add(event_id)
+            return running
+        thread = threading.Thread(
+            target=_draw_in_background,
+            args=(app, event_id, delay),
+            name=f"keyparty-report-{event_id}",
+            daemon=True,
+        )
+        _drawing[event_id] = thread
+        thread.start()
+        return thread
+
+
+def wait_for_drawing(event_id: str, timeout: float | None = None) -> bool:
+    """Wait until this process draws nothing more for the event (draw_soon),
+    at most `timeout` seconds; True when it is done. A command that exits, a
+    test, or a benchmark waits for the picture this way."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        with _drawing_lock:
+            running = _drawing.get(event_id)
+        if running is None or not running.is_alive():
+            return True
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return False
+        running.join(left)
+
+
+def draw_after_change(event_id: str) -> None:
+    """After a committed change to what is published: draw the picture soon,
+    in the background, when the app says so (REPORT_DRAW_AFTER_CHANGES) and a
+    server process is at work (a request; a command ends before a thread)."""
+    if has_request_context() and current_app.config.get("REPORT_DRAW_AFTER_CHANGES", True):
+        draw_soon(event_id, current_app.config.get("REPORT_DRAW_DELAY_SECONDS", 1.0))
+
+
+def _draw_in_background(app, event_id: str, delay: float) -> None:
+    while True:
+        time.sleep(delay)
+        with app.app_context():
+            try:
+                draw_and_store(event_id)
+            except graphviz.GraphvizError:
+                pass  # kept in _failed: the report page says it
+            except Exception:  # noqa: BLE001  a thread has no one else to tell
+                app.logger.exception("Drawing the report's picture of %s failed", event_id)
+            finally:
+                db.session.remove()
+        with _drawing_lock:
+            if event_id not in _draw_again:
+                _drawing.pop(event_id, None)
+                return
+            _draw_again.discard(event_id)
+
+
+def picture(event: Event, wait: float) -> Picture:
+    """The picture and figures of the event's published graph for the report
+    page. If the kept drawing is not of the graph as it is now, a drawing is
+    started (draw_soon) and waited for at most `wait` seconds; after that the
+    previous drawing is returned with current=False, or none at all.
+
+    Ends the request's read transaction to see the drawing's commit.
+    """
+    _, _, digest = drawing_source(event, certification_graph(event))
+    kept = db.session.get(ReportDrawing, event.id)
+    if kept is None or kept.digest != digest:
+        event_id = event.id
+        draw_soon(event_id).join(wait)
+        db.session.commit()  # a read so far: end it, to read what was just stored
+        kept = db.session.get(ReportDrawing, event_id, populate_existing=True)
+    current = kept is not None and kept.digest == digest
+    failed = _failed.get(event.id)
+    error = failed[1] if failed and failed[0] == digest and not current else None
+    if kept is None:
+        return Picture(None, None, None, False, None, error)
+    size = db.session.scalar(
+        select(func.length(ReportDrawing.svg)).where(ReportDrawing.event_id == event.id)
+    )
+    svg = inline_svg(kept.svg) if size is not None and size <= INLINE_LIMIT else None
+    return Picture(svg, kept.digest, kept.figures, current, kept.drawn_at, error)
+
+
+def figures_of(event: Event, graph: Graph) -> dict:
+    """graph_figures(graph), taken from the kept drawing when it is of this
+    very graph (the same digest): seconds saved at a thousand keys."""
+    _, _, digest = drawing_source(event, graph)
+    kept = db.session.get(ReportDrawing, event.id)
+    return kept.figures if kept is not None and kept.digest == digest else graph_figures(graph)
+
+
+def picture_svg(event_id: str, digest: str) -> bytes | None:
+    """The kept drawing of the event named by `digest` (Picture.digest), or
+    None once another replaced it: what the page linked, never a newer one."""
+    return db.session.scalar(
+        select(ReportDrawing.svg).where(
+            ReportDrawing.event_id == event_id, ReportDrawing.digest == digest
+        )
+    )
 
 
 def inline_svg(svg: bytes) -> str:

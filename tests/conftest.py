@@ -124,6 +124,10 @@ def app(instance):
     app = create_app(
         {
             "TESTING": True,
+            # Decisions in tests draw no picture behind their back; a report page
+            # waits for its drawing (tests/test_report_graph.py turns both around).
+            "REPORT_DRAW_AFTER_CHANGES": False,
+            "REPORT_DRAWING_WAIT_SECONDS": 120,
             "WTF_CSRF_ENABLED": False,
             "PUBLIC_URL": "http://keyparty.test:8000",
         }

@@ -295,3 +295,137 @@ def test_the_drawing_is_kept_until_the_published_graph_changes(
     decide(app, published_event, "Bob", cert, "declined")
     changed = client.get(f"/host/e/{event_id}/report").text
     assert "apt-get install graphviz" in changed
+
+
+# -- the picture is drawn when the data changes, kept for every process ----------
+
+
+@pytest.fixture
+def slow_dot(tmp_path, monkeypatch):
+    """Graphviz's own `dot`, one second late: a drawing is surely under way
+    when the page looks."""
+    script = tmp_path / "slow-dot"
+    script.write_text('#!/bin/sh\nsleep 1\nexec dot "$@"\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("KEYPARTY_DOT", str(script))
+
+
+def test_a_decision_draws_the_picture_for_every_server_process(
+    app, certified_event, instance, monkeypatch
+):
+    from keyparty import create_app
+
+    app.config.update(REPORT_DRAW_AFTER_CHANGES=True, REPORT_DRAW_DELAY_SECONDS=0)
+    event_id = certified_event.id
+    cert = received(certified_event, "Bob", BOB_UID, "identity")
+    decide(app, certified_event, "Bob", cert, "accepted")
+    assert report.wait_for_drawing(event_id, 60)
+    # Another server process on the same database, with no Graphviz at all:
+    # it shows the picture the first one drew after the decision.
+    monkeypatch.setenv("KEYPARTY_DOT", "no-such-dot-program")
+    other = create_app({"TESTING": True, "REPORT_DRAWING_WAIT_SECONDS": 5})
+    page = other.test_client().get(f"/host/e/{event_id}/report").text
+    assert "apt-get install graphviz" not in page and "being drawn" not in page
+    assert "<svg" in page and "Alice Example" in page and "Bob Example" in page
+    assert re.search(r"signer → key pairs with a published certification</th><td>1<", page)
+    svg = other.test_client().get(f"/host/e/{event_id}/report/graph.svg")
+    assert svg.status_code == 200 and b"Bob Example" in svg.data
+    with other.app_context():
+        from keyparty.extensions import db
+
+        db.engine.dispose()
+
+
+def test_the_page_says_plainly_while_the_picture_is_being_drawn(
+    app, client, published_event, slow_dot
+):
+    app.config["REPORT_DRAWING_WAIT_SECONDS"] = 0
+    event_id = published_event.id
+    first = client.get(f"/host/e/{event_id}/report").text
+    assert "The picture of the published certifications is being drawn" in first
+    assert "<svg" not in first and "keys on the list" not in first
+    # The totals never wait for the picture.
+    assert re.search(r"<th>keys</th><td>3</td>", first)
+    assert report.wait_for_drawing(event_id, 60)
+    drawn = client.get(f"/host/e/{event_id}/report").text
+    assert "being drawn" not in drawn and "<svg" in drawn and "Bob Example" in drawn
+    assert re.search(r"signer → key pairs with a published certification</th><td>1<", drawn)
+    # Bob declines after all: until the new picture is drawn, the old one is
+    # shown, saying that it is older than the latest decisions.
+    cert = received(published_event, "Bob", BOB_UID, "identity")
+    decide(app, published_event, "Bob", cert, "declined")
+    stale = client.get(f"/host/e/{event_id}/report").text
+    assert "before the latest owner decisions. A new picture is being drawn" in stale
+    assert "<svg" in stale and "Bob Example" in stale
+    assert report.wait_for_drawing(event_id, 60)
+    now = client.get(f"/host/e/{event_id}/report").text
+    assert "being drawn" not in now
+    assert re.search(r"signer → key pairs with a published certification</th><td>0<", now)
+
+
+def test_an_older_drawing_never_replaces_a_newer_one(app, published_event):
+    from keyparty.extensions import db
+    from keyparty.models import ReportDrawing
+
+    event_id = published_event.id
+    assert report.draw_and_store(event_id)
+    kept = db.session.get(ReportDrawing, event_id)
+    newer = kept.published_generation + 5
+    kept.published_generation, kept.digest = newer, "drawn-from-newer-data"
+    db.session.commit()
+    # This drawing reads the graph at an older generation: it is dropped.
+    assert report.draw_and_store(event_id) == "drawn-from-newer-data"
+    assert db.session.get(ReportDrawing, event_id, populate_existing=True).digest == (
+        "drawn-from-newer-data"
+    )
+
+
+def test_purge_deletes_the_kept_picture_with_its_names(app, runner, published_event):
+    from keyparty import events
+    from keyparty.extensions import db
+    from keyparty.models import ReportDrawing
+
+    event = published_event
+    assert report.draw_and_store(event.id)
+    assert b"Alice Example" in db.session.get(ReportDrawing, event.id).svg
+    assert events.take_step(event, "close") is None
+    result = runner.invoke(args=["purge", event.id, "--yes"])
+    assert result.exit_code == 0, result.output
+    assert db.session.scalar(db.select(db.func.count()).select_from(ReportDrawing)) == 0
+
+
+def test_a_large_picture_is_linked_by_its_digest(app, client, published_event, monkeypatch):
+    monkeypatch.setattr(report, "INLINE_LIMIT", 0)  # every picture counts as large
+    event_id = published_event.id
+    page = client.get(f"/host/e/{event_id}/report").text
+    assert "<svg" not in page
+    (address,) = re.findall(rf'<img src="(/host/e/{event_id}/report/picture-[0-9a-f]+\.svg)"', page)
+    picture = client.get(address)
+    assert picture.status_code == 200 and picture.mimetype == "image/svg+xml"
+    assert b"Alice Example" in picture.data and b"Bob Example" in picture.data
+    assert picture.headers["Cache-Control"] == "no-store"  # names, as every host page
+    # Bob declines: a new picture under a new address; the old one is gone.
+    cert = received(published_event, "Bob", BOB_UID, "identity")
+    decide(app, published_event, "Bob", cert, "declined")
+    again = client.get(f"/host/e/{event_id}/report").text
+    (new,) = re.findall(rf'<img src="(/host/e/{event_id}/report/picture-[0-9a-f]+\.svg)"', again)
+    assert new != address and client.get(address).status_code == 404
+    edges = ET.fromstring(client.get(new).data).iter(f"{SVG}g")
+    assert not [g for g in edges if g.get("class") == "edge"]
+
+
+def test_the_report_command_gives_the_kept_figures_of_the_same_graph(app, runner, published_event):
+    from keyparty.extensions import db
+    from keyparty.models import ReportDrawing
+
+    assert report.draw_and_store(published_event.id)
+    kept = db.session.get(ReportDrawing, published_event.id)
+    kept.figures = {**kept.figures, "largest strongly connected set": 7}
+    db.session.commit()
+    result = runner.invoke(args=["report", published_event.id])
+    assert "largest strongly connected set: 7 keys" in result.output
+    # Once the graph changed, the kept figures are not of it: computed again.
+    cert = received(published_event, "Bob", BOB_UID, "identity")
+    decide(app, published_event, "Bob", cert, "declined")
+    result = runner.invoke(args=["report", published_event.id])
+    assert "largest strongly connected set: 0 keys" in result.output

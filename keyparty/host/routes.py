@@ -24,7 +24,6 @@ from flask import render_template
 from flask import request
 from flask import session
 from flask import url_for
-from markupsafe import Markup
 
 from keyparty import delivery
 from keyparty import events
@@ -485,20 +484,27 @@ def keyring(event_id: str):
 @blueprint.route("/e/<event_id>/report")
 def report_page(event_id: str):
     event = _event_or_404(event_id)
-    published = report.certification_graph(event)
-    try:
-        graph = Markup(report.inline_svg(report.draw_graph(event, "svg", published)))
-    except graphviz.GraphvizError as problem:
-        graph = None
-        flash(str(problem), "error")
+    picture = report.picture(event, current_app.config["REPORT_DRAWING_WAIT_SECONDS"])
+    if picture.error:
+        flash(picture.error, "error")
     return render_template(
         "host/report.html",
         event=event,
         totals=report.totals(event),
-        figures=report.graph_figures(published),
-        graph=graph,
+        picture=picture,
         expiring=report.expiring_count(event, 60),
     )
+
+
+@blueprint.route("/e/<event_id>/report/picture-<digest>.svg")
+def report_picture(event_id: str, digest: str):
+    """The picture the report page links (a large one), by its digest: the
+    address names what the page showed, never a newer drawing. (Not cached,
+    as every host page: it holds the attendees' names.)"""
+    data = report.picture_svg(event_id, digest)
+    if data is None:
+        abort(404)
+    return Response(data, mimetype="image/svg+xml")
 
 
 @blueprint.route("/e/<event_id>/report/graph.<fmt>")
