@@ -94,6 +94,12 @@ def settings_from_env(instance: Path) -> dict:
             "max_overflow": POOL_OVERFLOW,
         },
         "SESSION_COOKIE_HTTPONLY": True,
+        # The session cookie is signed and sent again only when the session
+        # changed (join, language, a message shown next), not on every page:
+        # re-signing it cost every phone request CPU. It lasts 31 days from
+        # the last change (Flask's PERMANENT_SESSION_LIFETIME), longer than an
+        # event's verifying phase.
+        "SESSION_REFRESH_EACH_REQUEST": False,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "WTF_CSRF_TIME_LIMIT": None,
         # Every rate limit is multiplied by this (phones sharing one address).

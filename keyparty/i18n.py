@@ -42,8 +42,8 @@ DOMAIN = "messages"
 # A language asked for by code that runs outside a request (a mail in its
 # recipient's language, the command line), or that overrides the request's.
 _forced: ContextVar[str | None] = ContextVar("keyparty_language", default=None)
-# Where a request keeps the language its browser asked for (WSGI environ key).
-_BROWSER_LANGUAGE = "keyparty.browser_language"
+# Where a request keeps the language it is shown in (WSGI environ key).
+_REQUEST_LANGUAGE = "keyparty.language"
 
 
 def current_language() -> str:
@@ -53,15 +53,24 @@ def current_language() -> str:
         return forced
     if not has_request_context():
         return "en"  # command-line output and files are English unless asked otherwise
-    chosen = session.get("lang")
-    if chosen in LANGUAGES:
-        return chosen
-    # The browser's choice, parsed once per request (a page asks dozens of times).
-    browser = request.environ.get(_BROWSER_LANGUAGE)
-    if browser is None:
-        browser = request.accept_languages.best_match(list(LANGUAGES)) or "en"
-        request.environ[_BROWSER_LANGUAGE] = browser
-    return browser
+    # Found once per request (a page asks dozens of times); choose_language
+    # forgets it when the session's choice changes.
+    environ = request.environ
+    language = environ.get(_REQUEST_LANGUAGE)
+    if language is None:
+        chosen = session.get("lang")
+        if chosen in LANGUAGES:
+            language = chosen
+        else:
+            language = request.accept_languages.best_match(list(LANGUAGES)) or "en"
+        environ[_REQUEST_LANGUAGE] = language
+    return language
+
+
+def choose_language(code: str) -> None:
+    """Keep `code` (a code of LANGUAGES) as this session's language, from this request on."""
+    session["lang"] = code
+    request.environ.pop(_REQUEST_LANGUAGE, None)
 
 
 @cache

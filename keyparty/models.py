@@ -53,7 +53,9 @@ class Event(db.Model):
     # have None: see intake.signing_window for their fallback.
     signing_started_at: Mapped[datetime | None]
     # The exact party list file, as frozen; its digests are of these bytes.
-    partylist: Mapped[str | None] = mapped_column(Text)
+    # Loaded only when read (deferred): a thousand entries are a few hundred
+    # KB, and every phone request loads its event.
+    partylist: Mapped[str | None] = mapped_column(Text, deferred=True)
     partylist_sha256: Mapped[str | None] = mapped_column(String(64))
     partylist_sha512: Mapped[str | None] = mapped_column(String(128))
     # C1: the contexts a certification at this event can carry, comma-separated.

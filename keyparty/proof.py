@@ -21,8 +21,10 @@ from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
 
+from sqlalchemy import bindparam
 from sqlalchemy import select
 from sqlalchemy import update
+from sqlalchemy.orm import joinedload
 
 from keyparty import openpgp
 from keyparty import rules
@@ -307,15 +309,27 @@ class JoinTarget:
     challenge: Challenge | None
 
 
+# Built once (a phone's join asks twice): see attendee.routes._KEY_WITH_EVENT.
+# With its event: the join page names it.
+_ATTENDEE_BY_JOIN_TOKEN = (
+    select(Attendee)
+    .options(joinedload(Attendee.event))
+    .where(Attendee.join_token_sha256 == bindparam("digest"))
+)
+_CHALLENGE_BY_LINK_TOKEN = select(Challenge).where(
+    Challenge.link_token_sha256 == bindparam("digest")
+)
+
+
 def find_join(token: str, now: datetime | None = None) -> JoinTarget | None:
     """The attendee a join token opens, spending nothing (GET, HEAD)."""
     if not token or len(token) > 200:
         return None
     digest = hash_token(token)
-    attendee = db.session.scalar(select(Attendee).where(Attendee.join_token_sha256 == digest))
+    attendee = db.session.scalar(_ATTENDEE_BY_JOIN_TOKEN, {"digest": digest})
     if attendee is not None:
         return JoinTarget(attendee, None)
-    challenge = db.session.scalar(select(Challenge).where(Challenge.link_token_sha256 == digest))
+    challenge = db.session.scalar(_CHALLENGE_BY_LINK_TOKEN, {"digest": digest})
     if challenge is None or rules.check_challenge(
         challenge.expires_at, challenge.used_at, 0, _naive(now)
     ):

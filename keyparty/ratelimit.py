@@ -58,28 +58,46 @@ def hit(key: str, limit: int, per_seconds: float) -> int:
     request changes anything. (A second connection would not do on SQLite: a
     request that read before another connection committed cannot write after.)
     """
-    # Behind NAT or a proxy without forwarded addresses many people share one
-    # address: the host scales every limit (KEYPARTY_RATE_LIMIT_FACTOR).
-    if has_app_context():
-        limit = math.ceil(limit * current_app.config.get("RATE_LIMIT_FACTOR", 1))
+    return hit_each([(key, limit, per_seconds)])
+
+
+def hit_each(limits: list[tuple[str, int, float]]) -> int:
+    """Count one request against each (key, limit, per_seconds) in turn, as
+    `hit` does, up to the first that refuses it (the later ones are not
+    counted); return 0 if all allowed, else the seconds to wait.
+
+    One transaction and one commit for all of them: a verification counts
+    against its attendee and its address, and each commit (on SQLite, each
+    write lock taken) costs the request.
+    """
     now = time.time()
     # A request is counted once, however often it runs again after a database
     # conflict (storage.retrying): the count is committed before the conflict,
     # so counting each run would refuse a busy phone's join with 429.
     counted = request.environ.setdefault(_COUNTED, {}) if has_request_context() else {}
-    if key in counted:
-        hits, window_start = counted[key]
-    else:
-        storage.begin_writing()
-        hits, window_start = db.session.execute(
-            _HIT, {"key": key[:200], "now": now, "per": per_seconds}
-        ).one()
+    # Behind NAT or a proxy without forwarded addresses many people share one
+    # address: the host scales every limit (KEYPARTY_RATE_LIMIT_FACTOR).
+    factor = current_app.config.get("RATE_LIMIT_FACTOR", 1) if has_app_context() else 1
+    writing = False
+    wait = 0
+    for key, limit, per_seconds in limits:
+        if key in counted:
+            hits, window_start = counted[key]
+        else:
+            if not writing:
+                storage.begin_writing()
+                writing = True
+            hits, window_start = db.session.execute(
+                _HIT, {"key": key[:200], "now": now, "per": per_seconds}
+            ).one()
+            counted[key] = (hits, window_start)
+        if hits > math.ceil(limit * factor):
+            wait = max(1, math.ceil(window_start + per_seconds - now))
+            break
+    if writing:
         if random.random() < 0.01:
             db.session.execute(
                 delete(RateLimit).where(RateLimit.window_start < now - _FORGET_AFTER_SECONDS)
             )
         db.session.commit()
-        counted[key] = (hits, window_start)
-    if hits <= limit:
-        return 0
-    return max(1, math.ceil(window_start + per_seconds - now))
+    return wait

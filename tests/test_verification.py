@@ -3,6 +3,7 @@ verifications are recorded."""
 
 import re
 
+from keyparty import create_app
 from keyparty import events
 from keyparty.extensions import db
 from keyparty.models import RefusalRecord
@@ -258,3 +259,97 @@ def test_my_code_shows_both_codes_and_the_fingerprint(app, verifying_event):
     page = phone_of(app, alice).get("/me/code").text
     assert page.count("<svg") == 2
     assert alice.keys[0].fingerprint[:4] in page
+
+
+RADIO = re.compile(
+    r'<input (checked )?id="u(\d+)-(context|basis)-(\d+)" name="u\2-\3" required type="radio" value="([^"]*)">'
+)
+
+
+def radios(page: str, uid_id: int) -> dict[str, list[tuple[str, bool]]]:
+    """The radio buttons of one user ID's form: (value, checked) by field, in order."""
+    found: dict[str, list[tuple[str, bool]]] = {"context": [], "basis": []}
+    for checked, uid, field, _index, value in RADIO.findall(page):
+        if int(uid) == uid_id:
+            found[field].append((value, bool(checked)))
+    return found
+
+
+def test_a_refused_choice_comes_back_as_it_was_picked(app, verifying_event):
+    """The key page's radio buttons: nothing picked at first, and after a
+    refusal (409) or an incomplete form (400) the signer's own picks again."""
+    phone = phone_of(app, attendee_named(verifying_event, "Alice"))
+    bob_key = key_of(verifying_event, "Bob")
+    uid = bob_key.user_ids[0]
+    page = phone.get(f"/e/{verifying_event.id}/k/{bob_key.fingerprint}").text
+    first = radios(page, uid.id)
+    assert [v for v, _ in first["context"]] == ["identity", "email", "pseudonym"]
+    assert [v for v, _ in first["basis"]] == [
+        "photo-id",
+        "known-personally",
+        "vouched",
+        "everyone-signs",
+        "seemed-nice",
+    ]
+    assert not any(c for field in first.values() for _, c in field), "nothing picked yet"
+    assert "I have known them personally for years" in page
+
+    refused = verify(phone, verifying_event, bob_key, context="pseudonym", basis="seemed-nice")
+    assert refused.status_code == 409 and "P3:" in refused.text
+    again = radios(refused.text, uid.id)
+    assert [v for v, c in again["context"] if c] == ["pseudonym"]
+    assert [v for v, c in again["basis"] if c] == ["seemed-nice"]
+    # The other user IDs' forms start afresh.
+    other = radios(refused.text, bob_key.user_ids[1].id)
+    assert other["context"] and not any(c for field in other.values() for _, c in field)
+
+    incomplete = phone.post(
+        f"/e/{verifying_event.id}/k/{bob_key.fingerprint}/u/{uid.id}",
+        data={f"u{uid.id}-basis": "photo-id"},
+    )
+    assert incomplete.status_code == 400
+    assert "Choose a context" in incomplete.text
+    again = radios(incomplete.text, uid.id)
+    assert not any(c for _, c in again["context"])
+    assert [v for v, c in again["basis"] if c] == ["photo-id"]
+    assert not active(attendee_named(verifying_event, "Alice"))
+
+
+def test_the_key_pages_forms_carry_a_csrf_token_the_server_takes(app, verifying_event):
+    """With CSRF on (as `keyparty serve` runs): verify, then withdraw, each with
+    the token its form on the key page carries; a post without it stores nothing."""
+    # A second app on the same instance: its requests get their own app
+    # context (flask.g, where the token is kept), not the fixture's.
+    served = create_app({"TESTING": True, "PUBLIC_URL": app.config["PUBLIC_URL"]})
+    served.config["WTF_CSRF_ENABLED"] = False  # the join button, as phone_of presses it
+    alice = attendee_named(verifying_event, "Alice")
+    phone = phone_of(served, alice)
+    served.config["WTF_CSRF_ENABLED"] = True
+    bob_key = key_of(verifying_event, "Bob")
+    uid = bob_key.user_ids[0]
+    path = f"/e/{verifying_event.id}/k/{bob_key.fingerprint}"
+    page = phone.get(path).text
+    token = re.search(rf'name="u{uid.id}-csrf_token" type="hidden" value="([^"]+)"', page)
+    fields = {f"u{uid.id}-context": "identity", f"u{uid.id}-basis": "photo-id"}
+    assert phone.post(f"{path}/u/{uid.id}", data=fields).status_code == 400
+    assert not active(alice)
+    db.session.commit()  # outside a request SQLite reads under the write lock
+    fields[f"u{uid.id}-csrf_token"] = token.group(1)
+    assert phone.post(f"{path}/u/{uid.id}", data=fields).status_code == 302
+    (made,) = active(alice)
+    db.session.commit()
+    page = phone.get(path).text
+    assert "You verified this (identity, level 3)." in page
+    withdraw = re.search(
+        rf'action="/v/{made.id}/withdraw" class="inline">\s*'
+        r'<input id="csrf_token" name="csrf_token" type="hidden" value="([^"]+)">\s*'
+        r'<input type="hidden" name="next" value="([^"]+)">',
+        page,
+    )
+    assert withdraw, "the withdraw button's form"
+    answer = phone.post(
+        f"/v/{made.id}/withdraw",
+        data={"csrf_token": withdraw.group(1), "next": withdraw.group(2)},
+    )
+    assert answer.status_code == 302 and answer.headers["Location"] == path
+    assert not active(alice)

@@ -22,6 +22,7 @@ from flask import request
 from flask import session
 from flask import url_for
 from markupsafe import Markup
+from sqlalchemy import bindparam
 from sqlalchemy.orm import joinedload
 
 from keyparty import delivery
@@ -46,6 +47,7 @@ from keyparty.badges import verification_url
 from keyparty.bundle import bundle_for
 from keyparty.extensions import db
 from keyparty.i18n import LANGUAGES
+from keyparty.i18n import choose_language
 from keyparty.i18n import current_language
 from keyparty.i18n import gettext as _
 from keyparty.i18n import refusal_message
@@ -77,6 +79,10 @@ def _event_or_404(event_id: str) -> Event:
     return event
 
 
+# Where a request keeps the attendee its session speaks for (WSGI environ key).
+_ME = "keyparty.me"
+
+
 def current_attendee() -> Attendee | None:
     """The attendee whose own session this is (T2, O2), or None.
 
@@ -84,12 +90,14 @@ def current_attendee() -> Attendee | None:
     (hashed) in the database: a cookie from another instance, a purged event
     or from before a relink, re-join or proof opens nothing.
     """
+    cached = request.environ.get(_ME, _ME)
+    if cached is not _ME:  # a page asks twice: its view, and the templates' context
+        return cached
     attendee_id = session.get("attendee_id")
-    if not isinstance(attendee_id, int):
-        return None
-    attendee = db.session.get(Attendee, attendee_id)
+    attendee = db.session.get(Attendee, attendee_id) if isinstance(attendee_id, int) else None
     if not proof.session_opens(attendee, session.get("event_id"), session.get("secret")):
-        return None
+        attendee = None
+    request.environ[_ME] = attendee
     return attendee
 
 
@@ -98,6 +106,7 @@ def _sign_in(attendee: Attendee) -> None:
     # Mails to the attendee come in the language of their phone.
     attendee.language = current_language()
     secret = proof.open_session(attendee)
+    request.environ.pop(_ME, None)
     lang = session.get("lang")
     session.clear()
     session["event_id"] = attendee.event_id
@@ -120,8 +129,13 @@ def no_store(view):
     return wrapper
 
 
-def _too_fast(bucket: str, limit: int, per_seconds: int, registering: bool = False):
-    wait = ratelimit.hit(bucket, limit, per_seconds)
+def _too_fast(bucket: str, limit: int, per_seconds: int, registering: bool = False, more=()):
+    """A 429 page when this request goes over its rate limit, else None.
+
+    `more`: further (bucket, limit, per_seconds), counted in the same
+    transaction, each only if the ones before allowed the request.
+    """
+    wait = ratelimit.hit_each([(bucket, limit, per_seconds), *more])
     if wait:
         if registering:
             message = _(
@@ -149,7 +163,7 @@ def index():
 @blueprint.route("/lang/<code>")
 def set_language(code: str):
     if code in LANGUAGES:
-        session["lang"] = code
+        choose_language(code)
         me = current_attendee()
         if me is not None and me.language != code:
             me.language = code  # mails to them come in this language
@@ -385,19 +399,44 @@ def join_first(_error):
     return render_template("join_first.html"), 401
 
 
+def _load_session_attendee(query) -> Attendee | None:
+    """Load the attendee the session names by `query` (a select of Attendee
+    by the bound parameter `attendee_id`, with what the page shows), in one
+    query, and return it (unchecked: keep the reference, the
+    session's identity map holds it only as long as someone does);
+    current_attendee then finds it loaded and checks the session as always.
+    A page of one's own then costs one query, not one per relationship it
+    shows."""
+    attendee_id = session.get("attendee_id")
+    if not isinstance(attendee_id, int) or _ME in request.environ:
+        return None
+    return db.session.scalars(query, {"attendee_id": attendee_id}).unique().one_or_none()
+
+
+_ME_PAGE = (
+    db.select(Attendee)
+    .options(joinedload(Attendee.event), joinedload(Attendee.keys).joinedload(Key.user_ids))
+    .where(Attendee.id == bindparam("attendee_id"))
+)
+
+
 @blueprint.route("/me")
 @no_store
 def me():
+    loaded = _load_session_attendee(_ME_PAGE)  # noqa: F841  (held: see the function)
     attendee = _require_me()
     event = attendee.event
     after_event = event.state in ("signing", "closed")
+    can_confirm = rules.check_entry_confirmation(event.state) is None
+    # Forms are built only when the page shows them (each costs a phone request CPU).
+    asks_confirmation = can_confirm and attendee.entry_confirmed_at is None
     return render_template(
         "me.html",
         attendee=attendee,
         event=event,
-        confirm_form=ConfirmEntryForm(),
-        can_confirm=rules.check_entry_confirmation(event.state) is None,
-        button_form=ButtonForm(),
+        confirm_form=ConfirmEntryForm() if asks_confirmation else None,
+        can_confirm=can_confirm,
+        button_form=ButtonForm() if event.state == "signing" else None,
         # A signer sees the outcome of their own certifications, no one else's
         # (there are none before signing starts: no queries then).
         given=_latest_judgements(attendee) if after_event else [],
@@ -668,53 +707,78 @@ def scan():
     )
 
 
-def _key_or_none(event: Event, fingerprint: str) -> Key | None:
-    """The event's key with this fingerprint, its user IDs and owner loaded in
-    the same query (the key page and a verification read both)."""
-    query = (
-        db.select(Key)
-        .options(joinedload(Key.user_ids), joinedload(Key.attendee))
-        .where(
-            Key.event_id == event.id,
-            Key.fingerprint == registration.normalize_fingerprint(fingerprint),
-        )
+# Built once: building a statement with its eager loads cost about as much
+# CPU as running it (bound parameters make it reusable; SQLAlchemy caches
+# its SQL either way).
+_KEY_WITH_EVENT = (
+    db.select(Key)
+    .options(joinedload(Key.event), joinedload(Key.user_ids), joinedload(Key.attendee))
+    .where(Key.event_id == bindparam("event_id"), Key.fingerprint == bindparam("fingerprint"))
+)
+
+
+def _key_or_none(event: Event | str, fingerprint: str) -> Key | None:
+    """The key with this fingerprint in `event` (an Event or its id), with its
+    event, user IDs and owner loaded in the same query (the key page and a
+    verification read all four)."""
+    event_id = event if isinstance(event, str) else event.id
+    found = db.session.scalars(
+        _KEY_WITH_EVENT,
+        {"event_id": event_id, "fingerprint": registration.normalize_fingerprint(fingerprint)},
     )
     # One row per user ID: unique() folds them into the one key.
-    return db.session.scalars(query).unique().one_or_none()
+    return found.unique().one_or_none()
+
+
+def _event_and_key(event_id: str, fingerprint: str) -> tuple[Event, Key | None]:
+    """The event (404 when there is none) and its key with this fingerprint,
+    or None: one query when the key exists, as it does for every scan."""
+    found = _key_or_none(event_id, fingerprint)
+    if found is not None:
+        return found.event, found
+    return _event_or_404(event_id), None
 
 
 @blueprint.route("/e/<event_id>/k/<fingerprint>")
 def key(event_id: str, fingerprint: str):
-    event = _event_or_404(event_id)
-    found = _key_or_none(event, fingerprint)
+    event, found = _event_and_key(event_id, fingerprint)
     if found is None:
         return render_template("key_unknown.html", event=event, fingerprint=fingerprint), 404
     return _key_page(event, found)
 
 
 def _key_page(event: Event, key: Key, forms: dict | None = None, status: int = 200):
+    """The key page; `forms` holds a submitted VerificationForm by user ID id,
+    shown again with its choices and picks (a refused or incomplete POST)."""
     me = current_attendee()
     mine = {}
     if me is not None and me.event_id == event.id:
         # Only the signer's own verifications of this key: never anyone else's (T3).
-        for v in verification.active_verifications(me, key):
+        for v in verification.active_verifications_of_key(me, key):
             mine.setdefault(v.user_id_id, []).append(v)
     forms = forms or {}
+    # Each user ID's choices as plain data: the template writes the radio
+    # buttons itself (a WTForms form per user ID, built and rendered field by
+    # field, was a quarter of the page's CPU on every scan).
+    choices = {}
     for uid in key.user_ids:
-        if uid.id not in forms:
-            offered = verification.contexts_offered(event, uid)
-            forms[uid.id] = _verification_form(offered, prefix=f"u{uid.id}")
+        form = forms.get(uid.id)
+        if form is None:
+            choices[uid.id] = (verification.contexts_offered(event, uid), None, None)
+        else:
+            offered = tuple(value for value, _label in form.context.choices)
+            choices[uid.id] = (offered, form.context.data, form.basis.data)
     return render_template(
         "key.html",
         event=event,
         key=key,
         me=me,
         mine=mine,
-        forms=forms,
+        choices=choices,
+        bases=rules.BASES,
         own_key=me is not None and me.id == key.attendee_id,
         owner_confirmed=key.attendee.entry_confirmed_at is not None,
         verifying=event.state == "verifying",
-        withdraw_form=ButtonForm(),
         context_labels=rules.CONTEXT_LABELS,
     ), status
 
@@ -729,16 +793,15 @@ def _verification_form(contexts, prefix: str) -> VerificationForm:
 @blueprint.route("/e/<event_id>/k/<fingerprint>/u/<int:uid_id>", methods=["POST"])
 def verify(event_id: str, fingerprint: str, uid_id: int):
     """Record one verification of one user ID (P2): there is no other way in."""
-    event = _event_or_404(event_id)
-    key = _key_or_none(event, fingerprint)
+    event, key = _event_and_key(event_id, fingerprint)
     user_id = db.session.get(UserID, uid_id)
     if key is None or user_id is None or user_id.key_id != key.id:
         abort(404)
     # The signer is always the session's own attendee: no parameter can
     # name anyone else (T2).
     me = _require_me()
-    limited = _too_fast(f"verify:{me.id}", 60, 60) or _too_fast(
-        f"verify-address:{request.remote_addr}", 240, 60
+    limited = _too_fast(
+        f"verify:{me.id}", 60, 60, more=[(f"verify-address:{request.remote_addr}", 240, 60)]
     )
     if limited:
         return limited
