@@ -845,6 +845,18 @@ def exports(instance: Path, n: int, v: int, people, figures: dict, prof, repeat:
     ]
 
 
+def chosen_database(requested: str | None) -> tuple[str, str]:
+    """("sqlite", "") or ("postgresql", its URL). PostgreSQL asked for outside
+    tests/pg.sh runs this script again under it (a throw-away cluster); the
+    default is PostgreSQL when KEYPARTY_DATABASE_URL names one, else SQLite."""
+    url = os.environ.get("KEYPARTY_DATABASE_URL", "")
+    database = requested or ("postgresql" if url.startswith("postgresql") else "sqlite")
+    if database == "postgresql" and not url.startswith("postgresql"):
+        pg = str(ROOT / "tests" / "pg.sh")
+        os.execv(pg, [pg, sys.executable, *sys.argv])
+    return database, url if database == "postgresql" else ""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--attendees", type=int, default=1000)
@@ -882,16 +894,7 @@ def main() -> int:
     n, v = options.attendees, options.verifications
     if v % (2 * n) or not 0 < v // (2 * n) < n:
         parser.error("--verifications must be 2 x --attendees x K, with 0 < K < --attendees")
-    url = os.environ.get("KEYPARTY_DATABASE_URL", "")
-    database = options.database or ("postgresql" if url.startswith("postgresql") else "sqlite")
-    if database == "postgresql" and not url.startswith("postgresql"):
-        # Again, under a throw-away cluster.
-        os.execv(
-            str(ROOT / "tests" / "pg.sh"),
-            [str(ROOT / "tests" / "pg.sh"), sys.executable, *sys.argv],
-        )
-    if database == "sqlite":
-        url = ""
+    database, url = chosen_database(options.database)
 
     scratch = sb.scratch_home()  # forgets KEYPARTY_DATABASE_URL: set again below
     if url:

@@ -56,7 +56,6 @@ from pathlib import Path
 import benchlib
 
 BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
 big = benchlib.load("big_event")
 TARGET_S = 2.0
 
@@ -174,13 +173,7 @@ def main() -> int:
     n, c = options.attendees, options.certifications
     if c % (2 * n) or not 0 < c // (2 * n) < n:
         parser.error("--certifications must be 2 x --attendees x K, with 0 < K < --attendees")
-    url = os.environ.get("KEYPARTY_DATABASE_URL", "")
-    database = options.database or ("postgresql" if url.startswith("postgresql") else "sqlite")
-    if database == "postgresql" and not url.startswith("postgresql"):
-        os.execv(
-            str(ROOT / "tests" / "pg.sh"),
-            [str(ROOT / "tests" / "pg.sh"), sys.executable, *sys.argv],
-        )
+    database, url = big.chosen_database(options.database)
     scratch = big.sb.scratch_home()  # forgets KEYPARTY_DATABASE_URL: set again below
     if database == "postgresql":
         os.environ["KEYPARTY_DATABASE_URL"] = url
