@@ -30,6 +30,7 @@ from keyparty.models import Key
 from keyparty.models import ReportDrawing
 from keyparty.partylist import safe_text
 from keyparty.storage import is_transient
+from keyparty.translatable import N_
 from keyparty.verification import totals as verification_totals
 
 
@@ -43,19 +44,22 @@ def totals(event: Event) -> dict:
     states: Counter = Counter()
     for status, decision, count in grouped:
         state = (
-            "refused"
+            N_("refused")
             if status == "refused"
-            else {"accepted": "published", "declined": "declined"}.get(decision, "awaiting owner")
+            else {"accepted": N_("published"), "declined": N_("declined")}.get(
+                decision, N_("awaiting owner")
+            )
         )
         states[state] += count
     found = verification_totals(event)
     return {
-        "attendees": _count(Attendee, Attendee.event_id == event.id),
-        "keys": _count(Key, Key.event_id == event.id),
-        "verifications": found["verifications"],
-        "withdrawn verifications": found["withdrawn"],
-        "certifications": dict(sorted(states.items())),
-        "refusals by rule": found["refusals"],
+        # The names are the labels the report shows, translated there.
+        N_("attendees"): _count(Attendee, Attendee.event_id == event.id),
+        N_("keys"): _count(Key, Key.event_id == event.id),
+        N_("verifications"): found["verifications"],
+        N_("withdrawn verifications"): found["withdrawn"],
+        N_("certifications"): dict(sorted(states.items())),
+        N_("refusals by rule"): found["refusals"],
     }
 
 

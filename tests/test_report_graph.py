@@ -242,6 +242,22 @@ def published_event(app, certified_event):
     return certified_event
 
 
+def test_the_report_totals_are_labelled_in_the_hosts_language(client, published_event):
+    """Every label of the totals table is a word of the page's language, not
+    the name keyparty counts it under."""
+    event = published_event
+    english = client.get(f"/host/e/{event.id}/report").text
+    assert re.search(r"<th>withdrawn verifications</th><td>0</td>", english)
+    assert re.search(r"<td>awaiting owner 3, published 1</td>", english)
+    page = client.get(f"/host/e/{event.id}/report", headers={"Accept-Language": "ja"}).text
+    assert re.search(r"<th>参加者</th><td>3</td>", page)
+    assert re.search(r"<th>取り消された検証</th><td>0</td>", page)
+    assert re.search(r"<th>署名</th><td>持ち主の判断待ち 3, 公開済み 1</td>", page)
+    assert "規則ごとの拒否" in page
+    for english_label in ("attendees", "withdrawn verifications", "awaiting owner", "published"):
+        assert english_label not in re.sub(r"<svg.*?</svg>", "", page, flags=re.S)
+
+
 def test_the_report_page_draws_the_published_graph(client, published_event):
     event = published_event
     page = client.get(f"/host/e/{event.id}/report").text
