@@ -134,6 +134,11 @@ def app(instance):
     )
     with app.app_context():
         yield app
+        # A report drawing a test started ends before its database goes.
+        from keyparty import report
+
+        for event_id in list(report._drawing):
+            report.wait_for_drawing(event_id, timeout=60)
         db.session.remove()
         db.engine.dispose()
 
