@@ -55,7 +55,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -198,12 +197,6 @@ def stored_certifications(instance: Path) -> int:
         os.environ.pop("KEYPARTY_INSTANCE", None)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def start_server(
     instance: Path,
     scratch: Path,
@@ -213,7 +206,7 @@ def start_server(
     malloc_debug: bool,
     no_extensions: bool = False,
 ) -> tuple[subprocess.Popen, int]:
-    port = free_port()
+    port = phones.free_port()
     env = dict(os.environ, KEYPARTY_INSTANCE=str(instance), HOME=str(scratch))
     env["PYTHONFAULTHANDLER"] = "1"
     # The bundle names the server the signer downloads it from (else a LAN address).
